@@ -1,0 +1,62 @@
+"""Atomic checkpoints: state dicts + config + vocabulary, loaded with weights_only=True.
+
+A checkpoint is only ever visible complete (written to a temporary file, then os.replace), so a
+killed run leaves either the previous checkpoint or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or belongs to another model/vocabulary."""
+
+
+def atomic_write_bytes(path: Path, write: Any) -> None:
+    """Call write(file_object) on a temporary file beside `path`, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    atomic_write_bytes(Path(path), lambda f: torch.save(payload, f))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a corrupt or foreign file
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+
+
+def check_compatible(ckpt: dict[str, Any], decoder: str, vocab: list[str], path: Path) -> None:
+    """Refuse a checkpoint of another decoder or vocabulary with a one-line message."""
+    if ckpt.get("decoder") != decoder:
+        raise CheckpointError(
+            f"checkpoint {path} is for decoder '{ckpt.get('decoder')}', not '{decoder}'"
+        )
+    theirs = ckpt.get("vocab", [])
+    if theirs != vocab:
+        first = next((i for i, (a, b) in enumerate(zip(theirs, vocab)) if a != b), None)
+        where = f"first difference at id {first}" if first is not None else "different sizes"
+        raise CheckpointError(
+            f"checkpoint {path} has a different vocabulary ({len(theirs)} vs {len(vocab)} words, {where})"
+        )

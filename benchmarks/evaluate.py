@@ -1,0 +1,82 @@
+"""Evaluate a Seq2Seq model on a split: teacher-forced NLL, decoding, and every metric.
+
+Shapes: B batch, T target length, V vocab.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.batching import bucket_batches, collate
+from benchmarks.metrics import exact_match, sequence_metrics, token_accuracy, trim_ids
+from benchmarks.tasks.base import Example, TaskData
+from models.base import PAD
+from models.seq2seq import Seq2Seq, beam_search, greedy
+
+
+@torch.no_grad()
+def decode_split(
+    model: Seq2Seq,
+    task: TaskData,
+    examples: Sequence[Example],
+    device: torch.device,
+    beam_size: int = 1,
+    batch_size: int = 128,
+    max_len: int | None = None,
+) -> tuple[list[list[int]], list[float], list[int]]:
+    """Per example: generated ids, summed teacher-forced NLL (nats) and its token count."""
+    model.eval()
+    max_len = max_len or task.max_target_len + 5
+    hyps: list[list[int]] = [[] for _ in examples]
+    nll, ntok = [0.0] * len(examples), [0] * len(examples)
+    for idx in bucket_batches(examples, batch_size, shuffle=False):
+        batch = collate([examples[i] for i in idx], task.source_kind, idx).to(device)
+        enc = model.encode(batch.source, batch.source_mask)
+        logits = model.decoder(enc, batch.tokens_in).logits.float()  # (B, T, V)
+        token_nll = F.cross_entropy(
+            logits.transpose(1, 2), batch.tokens_out, ignore_index=PAD, reduction="none"
+        )  # (B, T)
+        if beam_size == 1:
+            out, _ = greedy(model.decoder, enc, max_len)
+        else:
+            out = beam_search(model.decoder, enc, max_len, beam_size=beam_size)
+        for row, i in enumerate(batch.index.tolist()):
+            hyps[i] = out[row].tolist()
+            nll[i] = float(token_nll[row].sum())
+            ntok[i] = int((batch.tokens_out[row] != PAD).sum())
+    return hyps, nll, ntok
+
+
+def evaluate(
+    model: Seq2Seq,
+    task: TaskData,
+    examples: Sequence[Example],
+    device: torch.device,
+    beam_size: int = 1,
+    caption_metrics: bool = True,
+    meteor: bool = True,
+) -> dict[str, Any]:
+    """All metrics of one split in a flat dict; `caption_metrics=False` keeps only the cheap ones."""
+    hyps, nll, ntok = decode_split(model, task, examples, device, beam_size)
+    if not caption_metrics:
+        tgt = [e.target for e in examples]
+        trimmed = [trim_ids(h) for h in hyps]
+        return {
+            "exact_match": exact_match(trimmed, tgt),
+            "token_accuracy": token_accuracy(trimmed, tgt),
+            "nll_per_token": sum(nll) / max(sum(ntok), 1),
+        }
+    return sequence_metrics(
+        hyps,
+        [e.target for e in examples],
+        [e.references for e in examples],
+        task.tgt_vocab,
+        [e.length for e in examples],
+        meteor=meteor,
+        nll=nll,
+        nll_tokens=ntok,
+    )

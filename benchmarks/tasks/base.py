@@ -1,0 +1,113 @@
+"""What every task yields: tokenised examples with their controlled length, and its vocabulary.
+
+A task is a function registered with `@register_task("name")` that returns a `TaskData`,
+deterministic from its seed. Token ids 0..3 are the reserved specials of models.base
+(PAD/<NULL>=0, BOS/<START>=1, EOS/<END>=2, UNK=3) in every vocabulary, source and target.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from models.base import SPECIAL_TOKENS
+
+SourceKind = Literal["image", "tokens", "features"]
+
+
+class TaskError(ValueError):
+    """Bad task input (file, key, shape, value); the message is one line naming the problem."""
+
+
+@dataclass
+class Vocab:
+    """Word <-> id map whose first four entries are the reserved specials."""
+
+    idx_to_word: list[str]
+
+    def __post_init__(self) -> None:
+        if tuple(self.idx_to_word[:4]) != SPECIAL_TOKENS:
+            raise TaskError(f"vocab must start with {list(SPECIAL_TOKENS)}; got {self.idx_to_word[:4]}")
+        self.word_to_idx = {w: i for i, w in enumerate(self.idx_to_word)}
+        if len(self.word_to_idx) != len(self.idx_to_word):
+            raise TaskError("vocab has duplicate words")
+
+    @classmethod
+    def from_words(cls, words: Sequence[str]) -> Vocab:
+        """Specials first, then `words` in the order given (duplicates dropped)."""
+        seen = dict.fromkeys(w for w in words if w not in SPECIAL_TOKENS)
+        return cls(list(SPECIAL_TOKENS) + list(seen))
+
+    def __len__(self) -> int:
+        return len(self.idx_to_word)
+
+    def encode(self, words: Sequence[str]) -> list[int]:
+        return [self.word_to_idx.get(w, 3) for w in words]
+
+    def decode(self, ids: Sequence[int]) -> list[str]:
+        """Words of `ids` up to the first EOS, specials dropped."""
+        words = []
+        for i in ids:
+            if i == 2:
+                break
+            if i > 3:
+                words.append(self.idx_to_word[i])
+        return words
+
+
+@dataclass
+class Example:
+    source: np.ndarray  # image (C, H, W) float32 | tokens (S,) int64 | features (F,) or (S, F) float32
+    target: list[int]  # target token ids, no BOS/EOS
+    length: int  # the task's length dial for this example (digits per strip, tokens, actions)
+    references: list[list[int]] | None = None  # all reference captions (metrics); None = [target]
+    id: str = ""
+
+
+@dataclass
+class TaskData:
+    name: str
+    source_kind: SourceKind
+    train: list[Example]
+    val: list[Example]
+    test: list[Example]
+    tgt_vocab: Vocab
+    src_vocab: Vocab | None  # tokens tasks only
+    encoder: str  # models registry name: "image_grid" | "text" | "features"
+    encoder_cfg: dict[str, Any] = field(default_factory=dict)  # besides d_model
+    config: dict[str, Any] = field(default_factory=dict)  # how it was made (seed, length, ...)
+
+    @property
+    def max_target_len(self) -> int:
+        return max(len(e.target) for e in self.train + self.val + self.test)
+
+
+_TASKS: dict[str, Callable[..., TaskData]] = {}
+
+
+def register_task(name: str) -> Callable[[Callable[..., TaskData]], Callable[..., TaskData]]:
+    def wrap(fn: Callable[..., TaskData]) -> Callable[..., TaskData]:
+        _TASKS[name] = fn
+        return fn
+
+    return wrap
+
+
+def list_tasks() -> list[str]:
+    return sorted(_TASKS)
+
+
+def load_task(name: str, **cfg: Any) -> TaskData:
+    """Build task `name`; unknown names or config keys fail fast and list the choices."""
+    if name not in _TASKS:
+        raise TaskError(f"unknown task '{name}'; choose from {list_tasks()}")
+    fn = _TASKS[name]
+    keys = list(inspect.signature(fn).parameters)
+    unknown = sorted(set(cfg) - set(keys))
+    if unknown:
+        raise TaskError(f"unknown config key(s) {unknown} for task '{name}'; accepted: {keys}")
+    return fn(**cfg)

@@ -1,0 +1,147 @@
+"""Encoders, fixed per task so every decoder reads identical memory. Shapes: B, S, D, C, H, W, F.
+
+Each returns `EncoderOutput(memory (B,S,D), memory_mask (B,S) bool, summary (B,D))`:
+- `image_grid`: a small CNN over an image strip -> one memory position per 2 pixel columns
+  (Show-Attend-Tell's annotation grid, Xu et al. 2015); `summary` = masked mean (cs231n's setup).
+- `text`: embedding + bidirectional GRU (Bahdanau et al. 2015 §3.2); `summary` = final states.
+- `features`: a projector for precomputed features, one vector (cs231n's fc7) or a grid.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from .base import PAD, EncoderOutput
+from .registry import register_encoder
+
+
+def sinusoidal_table(length: int, dim: int) -> Tensor:
+    """(length, dim) sinusoidal positions (Vaswani et al. 2017 §3.5)."""
+    pos = torch.arange(length, dtype=torch.float32).unsqueeze(1)  # (L, 1)
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    return table
+
+
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """x (B,S,D), mask (B,S) bool -> (B,D) mean over real positions."""
+    w = mask.unsqueeze(-1).to(x.dtype)  # (B, S, 1)
+    return (x * w).sum(1) / w.sum(1).clamp_min(1.0)
+
+
+def _check_rank(name: str, x: Tensor, ranks: tuple[int, ...], what: str) -> None:
+    if x.dim() not in ranks:
+        raise ValueError(f"{name} expects {what}; got shape {tuple(x.shape)}")
+
+
+class ChannelNorm(nn.LayerNorm):
+    """LayerNorm over the channels of each pixel: (B, C, H, W) -> (B, C, H, W)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+@register_encoder("image_grid")
+class ImageGridEncoder(nn.Module):
+    """CNN over a (B, C, H, W) strip -> (B, W/2, D) grid along the width.
+
+    Convolutions are translation-equivariant, so the grid alone cannot tell the 3rd digit from
+    the 5th; we add sinusoidal column positions *before* a position-wise MLP, so that even the
+    mean-pooled summary can encode which digit came where (the vanilla decoder's only input).
+    """
+
+    def __init__(self, d_model: int = 128, in_channels: int = 1, height: int = 10, channels: int = 64):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv3 = nn.Conv2d(channels, channels, 3, padding=1)
+        # per-pixel LayerNorm over channels: speeds optimisation like BatchNorm but never mixes
+        # positions or examples, so padding and batch composition cannot change the output
+        self.norms = nn.ModuleList(ChannelNorm(channels) for _ in range(3))
+        self.height = height
+        self.column = nn.Linear(channels * (height // 2), d_model)
+        self.norm = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(nn.ReLU(), nn.Linear(d_model, d_model), nn.ReLU(), nn.Linear(d_model, d_model))
+        self.d_model = d_model
+
+    def forward(self, images: Tensor, column_mask: Tensor | None = None) -> EncoderOutput:
+        """images (B,C,H,W) float; column_mask (B,W) bool, True on real pixel columns."""
+        _check_rank("image_grid", images, (4,), "images (B, C, H, W)")
+        if images.shape[2] != self.height:
+            raise ValueError(f"image_grid built for height {self.height}; got images of height {images.shape[2]}")
+        b, _, _, w = images.shape
+        if column_mask is None:
+            column_mask = torch.ones(b, w, dtype=torch.bool, device=images.device)
+        # Zeroing padded columns after every layer makes the grid exactly independent of how
+        # much right-padding the batch needed (conv zero-padding then sees the same zeros).
+        cols = column_mask[:, None, None, :].to(images.dtype)  # (B, 1, 1, W)
+        x = F.relu(self.norms[0](self.conv1(images * cols))) * cols  # (B, C', H, W)
+        x = F.relu(self.norms[1](self.conv2(x))) * cols  # (B, C', H, W)
+        x = F.max_pool2d(x, 2)  # (B, C', H/2, W/2)
+        mask = F.max_pool1d(column_mask[:, None].float(), 2)[:, 0] > 0  # (B, S) real if any column is
+        x = F.relu(self.norms[2](self.conv3(x))) * mask[:, None, None, :]  # (B, C', H/2, S)
+        feats = x.flatten(1, 2).transpose(1, 2)  # (B, S=W/2, C'*H/2)
+        x = self.norm(self.column(feats))  # (B, S, D); LayerNorm: CNN features start ~100x smaller than positions
+        x = x + sinusoidal_table(x.shape[1], self.d_model).to(x)  # (B, S, D)
+        memory = self.mlp(x)  # (B, S, D)
+        memory = memory * mask.unsqueeze(-1)  # padded positions carry no signal
+        return EncoderOutput(memory, mask, masked_mean(memory, mask))
+
+
+@register_encoder("text")
+class TextEncoder(nn.Module):
+    """Embedding + bidirectional GRU; summary = [final forward state; final backward state]."""
+
+    def __init__(self, vocab_size: int, d_model: int = 128, num_layers: int = 1, dropout: float = 0.0):
+        super().__init__()
+        if d_model % 2:
+            raise ValueError(f"text encoder d_model must be even (two directions); got {d_model}")
+        self.embed = nn.Embedding(vocab_size, d_model, padding_idx=PAD)
+        self.rnn = nn.GRU(d_model, d_model // 2, num_layers, batch_first=True, bidirectional=True,
+                          dropout=dropout if num_layers > 1 else 0.0)
+        self.vocab_size = vocab_size
+
+    def forward(self, tokens: Tensor, mask: Tensor | None = None) -> EncoderOutput:
+        """tokens (B,S) long, PAD-padded on the right; mask (B,S) bool True=real."""
+        _check_rank("text", tokens, (2,), "tokens (B, S)")
+        if mask is None:
+            mask = tokens != PAD
+        lengths = mask.sum(1)  # (B,)
+        if bool((lengths == 0).any()):
+            raise ValueError("text encoder got an empty source sequence (all positions masked)")
+        if int(tokens.max()) >= self.vocab_size or int(tokens.min()) < 0:
+            raise ValueError(f"source token id outside [0, {self.vocab_size}): max {int(tokens.max())}")
+        packed = pack_padded_sequence(self.embed(tokens), lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, h_n = self.rnn(packed)  # h_n (layers*2, B, D/2)
+        memory, _ = pad_packed_sequence(out, batch_first=True, total_length=tokens.shape[1])  # (B,S,D)
+        summary = torch.cat([h_n[-2], h_n[-1]], dim=-1)  # (B, D)
+        return EncoderOutput(memory, mask, summary)
+
+
+@register_encoder("features")
+class FeatureProjector(nn.Module):
+    """Precomputed features (B,F) -> memory (B,1,D), or a grid (B,S,F) -> (B,S,D)."""
+
+    def __init__(self, feature_dim: int, d_model: int = 128):
+        super().__init__()
+        self.proj = nn.Sequential(nn.Linear(feature_dim, d_model), nn.ReLU(), nn.Linear(d_model, d_model))
+        self.feature_dim = feature_dim
+
+    def forward(self, features: Tensor, mask: Tensor | None = None) -> EncoderOutput:
+        _check_rank("features", features, (2, 3), "features (B, F) or (B, S, F)")
+        if features.shape[-1] != self.feature_dim:
+            raise ValueError(f"features encoder built for F={self.feature_dim}; got {features.shape[-1]}")
+        if features.dim() == 2:
+            features = features.unsqueeze(1)  # (B, 1, F)
+            mask = None
+        if mask is None:
+            mask = torch.ones(features.shape[:2], dtype=torch.bool, device=features.device)
+        memory = self.proj(features) * mask.unsqueeze(-1)  # (B, S, D)
+        return EncoderOutput(memory, mask, masked_mean(memory, mask))

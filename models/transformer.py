@@ -1,0 +1,261 @@
+"""Transformer decoder (Vaswani et al. 2017, "Attention Is All You Need", §3) with a KV cache.
+
+Shapes: B batch, T target length, S memory length, D d_model, H heads, Dh = D // H, V vocab,
+t tokens decoded so far (the KV-cache length).
+
+Each layer: masked self-attention, cross-attention over the encoder memory, position-wise FFN,
+each wrapped in dropout + residual + LayerNorm (pre-norm by default, as in GPT-2/nanoGPT, with a
+final LayerNorm; post-norm as in the paper). Attention math is delegated to a kernel from
+`models.attention`, chosen by name, so the same decoder runs `dot`, `sdpa`, `chunked`, `additive`.
+
+Incremental decoding (`step`) caches every layer's self-attention K,V (B,H,t,Dh) and the
+cross-attention K,V of the memory (B,H,S,Dh), so a step costs O(t), not O(t^2). With
+`use_cache=False` the step re-runs the whole prefix instead: the baseline for the decode benchmark.
+`step` only ever sees the prefix, so with `causal=False` (the ablation) it cannot equal `forward`,
+whose positions then also attend to later tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from . import registry
+from .base import Decoder, DecoderOutput, EncoderOutput, State, validate_encoder_output
+from .registry import register_decoder
+
+KV = tuple[Tensor, Tensor]  # (k, v), each (B, H, L, Dh)
+
+
+def make_kernel(name: str, cfg: dict | None, head_dim: int) -> nn.Module:
+    """Kernel `name` built with `cfg`; `head_dim` is passed when the constructor accepts it."""
+    cfg = dict(cfg or {})
+    factory = registry._REGISTRIES["kernel"].get(name)  # unknown names fail in create_kernel
+    if factory is not None and "head_dim" in registry.accepted_keys(factory):
+        if cfg.setdefault("head_dim", head_dim) != head_dim:
+            raise ValueError(f"kernel_cfg head_dim={cfg['head_dim']} != d_model // num_heads")
+    return registry.create_kernel(name, **cfg)
+
+
+def sinusoidal_table(max_len: int, d: int) -> Tensor:
+    """(max_len, D): PE(pos, 2i) = sin(pos / 10000^(2i/D)), PE(pos, 2i+1) = cos(same) (§3.5)."""
+    pos = torch.arange(max_len, dtype=torch.float32)[:, None]  # (max_len, 1)
+    div = torch.pow(10000.0, torch.arange(0, d, 2, dtype=torch.float32) / d)  # (ceil(D/2),)
+    pe = torch.zeros(max_len, d)
+    pe[:, 0::2] = torch.sin(pos / div)
+    pe[:, 1::2] = torch.cos(pos / div)[:, : d // 2]  # odd D has one cos column fewer
+    return pe
+
+
+class MultiHeadAttention(nn.Module):
+    """q/k/v/out projections around a named attention kernel (§3.2.2)."""
+
+    def __init__(self, d_model: int, num_heads: int, kernel: str, kernel_cfg: dict | None) -> None:
+        super().__init__()
+        self.h, self.dh = num_heads, d_model // num_heads
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+        self.kernel = make_kernel(kernel, kernel_cfg, self.dh)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        b, n, _ = x.shape
+        return x.view(b, n, self.h, self.dh).transpose(1, 2)  # (B, H, n, Dh)
+
+    def project_kv(self, x: Tensor) -> KV:
+        """x (B, L, D) -> k, v (B, H, L, Dh): done once per memory, once per new token."""
+        return self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
+
+    def attend(
+        self, x: Tensor, kv: KV, mask: Tensor | None, causal: bool, need_weights: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """x (B, T, D) queries over kv -> out (B, T, D), weights (B, H, T, L) | None."""
+        q = self._heads(self.q_proj(x))  # (B, H, T, Dh)
+        out, w = self.kernel(q, kv[0], kv[1], mask=mask, causal=causal, need_weights=need_weights)
+        b, _, t, _ = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, self.h * self.dh)), w
+
+
+class DecoderLayer(nn.Module):
+    """Self-attention, cross-attention, FFN; each sublayer with dropout + residual + LayerNorm."""
+
+    def __init__(
+        self,
+        d: int,
+        heads: int,
+        ffn_dim: int,
+        dropout: float,
+        norm_first: bool,
+        kernel: str,
+        kernel_cfg: dict | None,
+    ) -> None:
+        super().__init__()
+        self.norm_first = norm_first
+        self.self_attn = MultiHeadAttention(d, heads, kernel, kernel_cfg)
+        self.cross_attn = MultiHeadAttention(d, heads, kernel, kernel_cfg)
+        self.ffn = nn.Sequential(nn.Linear(d, ffn_dim), nn.ReLU(), nn.Linear(ffn_dim, d))  # §3.3
+        self.norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(3))
+        self.drop = nn.Dropout(dropout)  # residual dropout (§5.4)
+
+    def _sublayer(
+        self, x: Tensor, i: int, fn: Callable[[Tensor], tuple[Tensor, Any]]
+    ) -> tuple[Tensor, Any]:
+        """Pre-norm: x + drop(fn(norm(x))); post-norm: norm(x + drop(fn(x)))."""
+        if self.norm_first:
+            out, extra = fn(self.norms[i](x))
+            return x + self.drop(out), extra
+        out, extra = fn(x)
+        return self.norms[i](x + self.drop(out)), extra
+
+    def forward(
+        self,
+        x: Tensor,
+        cross_kv: KV,
+        mem_mask: Tensor,
+        causal: bool,
+        need_weights: bool,
+        cache: KV | None = None,
+    ) -> tuple[Tensor, Tensor | None, KV]:
+        """x (B, T, D) -> x (B, T, D), cross weights (B, H, T, S) | None, self K,V (B, H, t+T, Dh).
+
+        With `cache` the new K,V are appended to it; the caller then passes causal=False, since a
+        single query at the end of the prefix may see all of it (kernels align causal top-left).
+        """
+
+        def self_block(h: Tensor) -> tuple[Tensor, KV]:
+            k, v = self.self_attn.project_kv(h)  # (B, H, T, Dh)
+            if cache is not None:
+                k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
+            return self.self_attn.attend(h, (k, v), None, causal, False)[0], (k, v)
+
+        x, kv = self._sublayer(x, 0, self_block)
+        x, w = self._sublayer(
+            x, 1, lambda h: self.cross_attn.attend(h, cross_kv, mem_mask, False, need_weights)
+        )
+        x, _ = self._sublayer(x, 2, lambda h: (self.ffn(h), None))
+        return x, w, kv
+
+
+@register_decoder("transformer")
+class TransformerDecoder(Decoder):
+    """Stack of decoder layers over encoder memory; see the module docstring."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int = 128,
+        dropout: float = 0.0,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        ffn_dim: int | None = None,  # None -> 4 * d_model (the paper's 512 -> 2048)
+        norm_first: bool = True,  # pre-norm (+ final LayerNorm); False = the paper's post-norm
+        positional: Literal["sinusoidal", "learned", "none"] = "sinusoidal",
+        max_len: int = 1024,  # longest target (positions 0..max_len-1)
+        causal: bool = True,  # False = ablation: self-attention also sees later tokens
+        kernel: str = "sdpa",  # attention kernel by registry name
+        kernel_cfg: dict | None = None,  # kernel options, e.g. {"scaled": False} for `dot`
+        use_cache: bool = True,  # False: `step` recomputes the whole prefix (benchmark baseline)
+    ) -> None:
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
+        if positional not in ("sinusoidal", "learned", "none"):
+            raise ValueError(f"positional={positional!r}; choose from sinusoidal, learned, none")
+        self.vocab_size, self.d_model, self.max_len = vocab_size, d_model, max_len
+        self.positional, self.causal, self.use_cache = positional, causal, use_cache
+        self.embed = nn.Embedding(vocab_size, d_model)
+        self.pos_embed = nn.Embedding(max_len, d_model) if positional == "learned" else None
+        pe = sinusoidal_table(max_len, d_model) if positional == "sinusoidal" else None
+        self.register_buffer("pe", pe, persistent=False)  # derived, so kept out of checkpoints
+        self.drop = nn.Dropout(dropout)
+        self.layers = nn.ModuleList(
+            DecoderLayer(
+                d_model, num_heads, ffn_dim or 4 * d_model, dropout, norm_first, kernel, kernel_cfg
+            )
+            for _ in range(num_layers)
+        )
+        self.final_norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
+        self.out = nn.Linear(d_model, vocab_size)
+
+    def _embed(self, tokens: Tensor, positions: Tensor) -> Tensor:
+        """tokens (B, T), positions (B or 1, T) -> (B, T, D)."""
+        x = self.embed(tokens) * math.sqrt(self.d_model)  # (B, T, D); sqrt(D) as in §3.4
+        if self.pe is not None:
+            x = x + self.pe[positions]
+        elif self.pos_embed is not None:
+            x = x + self.pos_embed(positions)
+        return self.drop(x)
+
+    def _check_len(self, t: int) -> None:
+        if t > self.max_len:
+            raise ValueError(f"target length {t} exceeds transformer max_len={self.max_len}")
+
+    def _cross_kv(self, memory: Tensor) -> list[KV]:
+        return [layer.cross_attn.project_kv(memory) for layer in self.layers]  # (B, H, S, Dh)
+
+    def _run(
+        self, x: Tensor, cross: list[KV], mask: Tensor, causal: bool, caches: list[KV] | None
+    ) -> tuple[Tensor, Tensor | None, list[KV]]:
+        """Layers + final norm + output: x (B, T, D) -> logits (B, T, V), attn (B, T, S), K,V.
+
+        Only the last layer's cross-attention asks the kernel for weights: it is the one closest
+        to the output, and fused kernels pay an explicit recompute for every weights request.
+        """
+        new_caches, w = [], None
+        for i, layer in enumerate(self.layers):
+            last = i == len(self.layers) - 1
+            cache = None if caches is None else caches[i]
+            x, w, kv = layer(x, cross[i], mask, causal, need_weights=last, cache=cache)
+            new_caches.append(kv)
+        attn = None if w is None else w.mean(dim=1)  # (B, T, S), averaged over heads
+        return self.out(self.final_norm(x)), attn, new_caches
+
+    def forward(self, enc: EncoderOutput, tokens: Tensor) -> DecoderOutput:
+        validate_encoder_output(enc, self.d_model)
+        self._check_len(tokens.shape[1])
+        positions = torch.arange(tokens.shape[1], device=tokens.device)[None]  # (1, T)
+        x = self._embed(tokens, positions)  # (B, T, D)
+        mask = enc.memory_mask[:, None, None, :]  # (B, 1, 1, S) key padding
+        logits, attn, _ = self._run(x, self._cross_kv(enc.memory), mask, self.causal, None)
+        return DecoderOutput(logits, attn)
+
+    def init_state(self, enc: EncoderOutput) -> State:
+        validate_encoder_output(enc, self.d_model)
+        b, device = enc.memory.shape[0], enc.memory.device
+        if not self.use_cache:  # the prefix and raw memory; everything is recomputed per step
+            prefix = torch.zeros(b, 0, dtype=torch.long, device=device)  # (B, 0)
+            return {"prefix": prefix, "memory": enc.memory, "mem_mask": enc.memory_mask}
+        h, dh = self.layers[0].self_attn.h, self.layers[0].self_attn.dh
+        empty = enc.memory.new_zeros(b, h, 0, dh)  # (B, H, 0, Dh)
+        return {
+            "pos": torch.zeros(b, dtype=torch.long, device=device),  # (B,) next position
+            "mem_mask": enc.memory_mask,  # (B, S)
+            "cross": self._cross_kv(enc.memory),  # per layer (B, H, S, Dh), computed once
+            "self": [(empty, empty) for _ in self.layers],  # per layer (B, H, t, Dh)
+        }
+
+    def step(self, state: State, token: Tensor) -> tuple[Tensor, State, Tensor | None]:
+        if not self.use_cache:
+            return self._step_recompute(state, token)
+        self._check_len(state["self"][0][0].shape[2] + 1)  # cache length: a shape, no GPU sync
+        pos = state["pos"]  # (B,)
+        x = self._embed(token[:, None], pos[:, None])  # (B, 1, D)
+        mask = state["mem_mask"][:, None, None, :]  # (B, 1, 1, S)
+        logits, attn, caches = self._run(x, state["cross"], mask, False, state["self"])
+        new_state = {**state, "pos": pos + 1, "self": caches}
+        return logits[:, 0], new_state, None if attn is None else attn[:, 0]
+
+    def _step_recompute(self, state: State, token: Tensor) -> tuple[Tensor, State, Tensor | None]:
+        """No cache: run the whole prefix (self- and cross-attention K,V included) again."""
+        prefix = torch.cat([state["prefix"], token[:, None]], dim=1)  # (B, t)
+        self._check_len(prefix.shape[1])
+        x = self._embed(prefix, torch.arange(prefix.shape[1], device=prefix.device)[None])
+        mask = state["mem_mask"][:, None, None, :]  # (B, 1, 1, S)
+        cross = self._cross_kv(state["memory"])
+        logits, attn, _ = self._run(x, cross, mask, self.causal, None)
+        return logits[:, -1], {**state, "prefix": prefix}, None if attn is None else attn[:, -1]
