@@ -44,7 +44,33 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt or foreign file
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {_one_line(exc)}") from None
+
+
+def _one_line(exc: Exception) -> str:
+    """The informative line of a torch.load error (weights_only errors span several lines)."""
+    text = str(exc).split("WeightsUnpickler error:", 1)[-1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else '(no message)'}"
+
+
+def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """module.load_state_dict(state), refusing weights of another shape with a one-line error
+    (torch's own message spans a line per mismatched tensor)."""
+    own = module.state_dict()
+    missing, extra = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
+    if missing or extra:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit this model: "
+            f"missing {missing[:3]}, unexpected {extra[:3]}"
+        )
+    for key, tensor in own.items():
+        if state[key].shape != tensor.shape:
+            raise CheckpointError(
+                f"checkpoint {path} does not fit this model: '{key}' is "
+                f"{tuple(state[key].shape)} there, {tuple(tensor.shape)} here"
+            )
+    module.load_state_dict(state)
 
 
 def check_compatible(ckpt: dict[str, Any], decoder: str, vocab: list[str], path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from benchmarks.batching import collate
-from benchmarks.checkpoint import load_checkpoint
+from benchmarks.checkpoint import CheckpointError, load_checkpoint, load_state
 from benchmarks.devices import resolve_device
 from benchmarks.heatmaps import save_heatmaps
 from benchmarks.tasks import load_task
@@ -26,7 +26,7 @@ def parse_kv(items: list[str], flag: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
-            raise SystemExit(f"error: {flag} expects KEY=VALUE; got '{item}'")
+            raise ValueError(f"{flag} expects KEY=VALUE; got '{item}'")
         key, value = item.split("=", 1)
         try:
             out[key] = json.loads(value)
@@ -94,13 +94,13 @@ def run_caption(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     task_info = ckpt.get("task", {})
     if not task_info.get("args") and task_info.get("name") not in ("digits",):
-        raise SystemExit(f"error: checkpoint {args.checkpoint} does not record its task arguments")
+        raise CheckpointError(f"checkpoint {args.checkpoint} does not record its task arguments")
     task = load_task(task_info["name"], **task_info["args"])
     known = {f.name for f in fields(TrainConfig)}
     cfg = TrainConfig(**{k: v for k, v in ckpt["config"].items() if k in known})
     device = resolve_device(args.device)
     model = build_model(task, cfg).to(device)
-    model.load_state_dict(ckpt["best_model"] or ckpt["model"])
+    load_state(model, ckpt["best_model"] or ckpt["model"], args.checkpoint)
     model.eval()
     examples = task.test[: args.n]
     batch = collate(examples, task.source_kind).to(device)

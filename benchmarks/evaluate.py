@@ -27,12 +27,13 @@ def decode_split(
     beam_size: int = 1,
     batch_size: int = 128,
     max_len: int | None = None,
-) -> tuple[list[list[int]], list[float], list[int]]:
-    """Per example: generated ids, summed teacher-forced NLL (nats) and its token count."""
+) -> tuple[list[list[int]], list[float], list[int], list[int]]:
+    """Per example: generated ids, summed teacher-forced NLL (nats), its token count, and how
+    many of those tokens the teacher-forced argmax gets right."""
     model.eval()
     max_len = max_len or task.max_target_len + 5
     hyps: list[list[int]] = [[] for _ in examples]
-    nll, ntok = [0.0] * len(examples), [0] * len(examples)
+    nll, ntok, tf_hits = [0.0] * len(examples), [0] * len(examples), [0] * len(examples)
     for idx in bucket_batches(examples, batch_size, shuffle=False):
         batch = collate([examples[i] for i in idx], task.source_kind, idx).to(device)
         enc = model.encode(batch.source, batch.source_mask)
@@ -40,6 +41,8 @@ def decode_split(
         token_nll = F.cross_entropy(
             logits.transpose(1, 2), batch.tokens_out, ignore_index=PAD, reduction="none"
         )  # (B, T)
+        real = batch.tokens_out != PAD  # (B, T)
+        hits = ((logits.argmax(-1) == batch.tokens_out) & real).sum(1)  # (B,)
         if beam_size == 1:
             out, _ = greedy(model.decoder, enc, max_len)
         else:
@@ -47,8 +50,9 @@ def decode_split(
         for row, i in enumerate(batch.index.tolist()):
             hyps[i] = out[row].tolist()
             nll[i] = float(token_nll[row].sum())
-            ntok[i] = int((batch.tokens_out[row] != PAD).sum())
-    return hyps, nll, ntok
+            ntok[i] = int(real[row].sum())
+            tf_hits[i] = int(hits[row])
+    return hyps, nll, ntok, tf_hits
 
 
 def evaluate(
@@ -61,7 +65,10 @@ def evaluate(
     meteor: bool = True,
 ) -> dict[str, Any]:
     """All metrics of one split in a flat dict; `caption_metrics=False` keeps only the cheap ones."""
-    hyps, nll, ntok = decode_split(model, task, examples, device, beam_size)
+    hyps, nll, ntok, tf_hits = decode_split(model, task, examples, device, beam_size)
+    # teacher-forced accuracy beside the free-running metrics: their gap is what the causal-mask
+    # ablation is about (a model that peeks at the future looks perfect only under teacher forcing)
+    teacher_forced = {"tf_token_accuracy": sum(tf_hits) / max(sum(ntok), 1)}
     if not caption_metrics:
         tgt = [e.target for e in examples]
         trimmed = [trim_ids(h) for h in hyps]
@@ -69,8 +76,8 @@ def evaluate(
             "exact_match": exact_match(trimmed, tgt),
             "token_accuracy": token_accuracy(trimmed, tgt),
             "nll_per_token": sum(nll) / max(sum(ntok), 1),
-        }
-    return sequence_metrics(
+        } | teacher_forced
+    return teacher_forced | sequence_metrics(
         hyps,
         [e.target for e in examples],
         [e.references for e in examples],

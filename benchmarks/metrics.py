@@ -10,6 +10,7 @@ per-example values grouped by the task's length dial. Library code: returns data
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import math
 import shutil
@@ -51,12 +52,25 @@ class _ClosableMeteor(Meteor):
         self.close()
 
 
+_KEPT: list[_ClosableMeteor] = []  # the JVM kept alive by keep_meteor_alive(), if any
+
+
+def keep_meteor_alive() -> None:
+    """Reuse one METEOR JVM for every later call in this process (its start-up costs ~10 s;
+    sweeps score many cells). Closed at interpreter exit."""
+    if not _KEPT and shutil.which("java") is not None:
+        _KEPT.append(_ClosableMeteor())
+        atexit.register(_KEPT[0].close)
+
+
 def _meteor(gts: dict[str, list[str]], res: dict[str, list[str]]) -> tuple[float | None, str]:
-    """Corpus METEOR from one JVM that is always closed; (None, reason) when it cannot run."""
+    """Corpus METEOR from a JVM that is always closed after use, unless kept alive by
+    keep_meteor_alive(); (None, reason) when it cannot run."""
     if shutil.which("java") is None:
         return None, "java not found on PATH (METEOR 1.5 is a Java program)"
+    kept = bool(_KEPT) and _KEPT[0].meteor_p is not None
     try:
-        scorer = _ClosableMeteor()
+        scorer = _KEPT[0] if kept else _ClosableMeteor()
     except OSError as exc:
         return None, f"METEOR could not start java: {exc}"
     proc, fired = scorer.meteor_p, threading.Event()
@@ -73,7 +87,8 @@ def _meteor(gts: dict[str, list[str]], res: dict[str, list[str]]) -> tuple[float
         return None, f"METEOR subprocess failed: {why}; java stderr: {' '.join(tail) or '-'}"
     finally:
         timer.cancel()
-        scorer.close()
+        if not kept or scorer.meteor_p is None or scorer.meteor_p.poll() is not None:
+            scorer.close()
 
 
 def _join(words: Sequence[str], where: str) -> str:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from benchmarks.batching import Batch, bucket_batches, collate
-from benchmarks.checkpoint import check_compatible, load_checkpoint, save_checkpoint
+from benchmarks.checkpoint import check_compatible, load_checkpoint, load_state, save_checkpoint
 from benchmarks.devices import resolve_device, synchronize
 from benchmarks.evaluate import evaluate
 from benchmarks.tasks.base import TaskData
@@ -66,6 +66,7 @@ class TrainResult:
     history: list[dict[str, float]]  # one row per evaluation: step, train_loss, val metrics
     val: dict[str, Any]
     test: dict[str, Any]
+    model: Seq2Seq | None = field(default=None, repr=False)  # best weights, for analyses
 
 
 def set_seed(seed: int) -> None:
@@ -147,7 +148,7 @@ def train(
     if ckpt_path is not None and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
         check_compatible(ckpt, cfg.decoder, vocab, ckpt_path)
-        model.load_state_dict(ckpt["model"])
+        load_state(model, ckpt["model"], ckpt_path)
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         state = ckpt["progress"]
@@ -201,7 +202,7 @@ def train(
         config=asdict(cfg), params=count_params(model), steps=state["step"],
         train_s=state["train_s"], tokens_per_s=state["tokens"] / max(state["train_s"], 1e-9),
         resumed_from=resumed_from, stopped_early=stopped_early, history=state["history"],
-        val=val, test=test,
+        val=val, test=test, model=model,
     )
 
 

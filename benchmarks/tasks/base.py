@@ -66,6 +66,9 @@ class Example:
     length: int  # the task's length dial for this example (digits per strip, tokens, actions)
     references: list[list[int]] | None = None  # all reference captions (metrics); None = [target]
     id: str = ""
+    # per target token, the [start, end) source span that produced it (pixel columns for images,
+    # token positions for token sources); None where a task has no ground-truth alignment
+    alignment: list[tuple[int, int]] | None = None
 
 
 @dataclass

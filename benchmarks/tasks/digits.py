@@ -60,7 +60,8 @@ def image_pools(seed: int) -> dict[str, np.ndarray]:
 def render_strip(
     images: np.ndarray, rng: np.random.Generator, noise: float, noise_rng: np.random.Generator
 ) -> np.ndarray:
-    """Lay out `images` (L, 8, 8) left to right with random gaps and jitter -> (1, H, W)."""
+    """Lay out `images` (L, 8, 8) left to right with random gaps and jitter
+    -> strip (1, H, W) and each digit's left column (L,)."""
     n = len(images)
     gaps = rng.integers(0, MAX_GAP + 1, size=max(n - 1, 0))  # (L-1,)
     jitter = rng.integers(-1, 2, size=n)  # (L,) rows up/down from the centred position
@@ -73,7 +74,7 @@ def render_strip(
     if noise > 0:
         canvas += noise_rng.normal(0.0, noise, size=canvas.shape).astype(np.float32)
         np.clip(canvas, 0.0, 1.0, out=canvas)  # keep the documented [0, 1] range
-    return canvas[None]  # (1, H, W)
+    return canvas[None], lefts  # (1, H, W), (L,)
 
 
 def _make_split(
@@ -87,10 +88,11 @@ def _make_split(
     out = []
     for k in range(n):
         idx = rng.choice(pool, size=length)  # (L,) with replacement: pools are finite
-        source = render_strip(images[idx], rng, noise, noise_rng)
+        source, lefts = render_strip(images[idx], rng, noise, noise_rng)
         target = vocab.encode([DIGIT_WORDS[labels[i]] for i in idx])
         uid = f"{split}-{k:05d}:" + ".".join(str(i) for i in idx)
-        out.append(Example(source, target, length, id=uid))
+        spans = [(int(x), int(x) + DIGIT_SIZE) for x in lefts[:length]]  # pixel columns
+        out.append(Example(source, target, length, id=uid, alignment=spans))
     return out
 
 

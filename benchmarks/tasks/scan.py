@@ -81,7 +81,7 @@ def scan_pairs() -> tuple[tuple[str, str], ...]:
 
 
 def _split_indices(
-    split: str, seed: int, n_val: int, max_train: int | None
+    split: str, seed: int, n_val: int, max_train: int | None, max_test: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(train, val, test) indices into scan_pairs(); seeded, sorted within each split."""
     pairs = scan_pairs()
@@ -104,6 +104,10 @@ def _split_indices(
         if max_train < 1:
             raise TaskError(f"max_train={max_train} must be >= 1")
         train = train[:max_train]  # a prefix of a seeded permutation: a deterministic subsample
+    if max_test is not None:
+        if max_test < 1:
+            raise TaskError(f"max_test={max_test} must be >= 1")
+        test = rng.permutation(test)[:max_test]  # drawn after train/val: they do not move
     return np.sort(train), np.sort(val), np.sort(test)
 
 
@@ -124,9 +128,11 @@ def scan(
     seed: int = 0,
     max_train: int | None = None,
     n_val: int = 500,
+    max_test: int | None = None,
 ) -> TaskData:
-    """SCAN `split` (see module docstring); val carved from train; `max_train` caps train."""
-    train, val, test = _split_indices(split, seed, n_val, max_train)
+    """SCAN `split` (see module docstring); val carved from train; `max_train` caps train and
+    `max_test` evaluates on a seeded subsample of the test split (for fast sweeps)."""
+    train, val, test = _split_indices(split, seed, n_val, max_train, max_test)
     src, tgt = Vocab.from_words(SRC_WORDS), Vocab.from_words(ACTIONS)
     return TaskData(
         name="scan",
@@ -142,6 +148,7 @@ def scan(
             "split": split,
             "seed": seed,
             "max_train": max_train,
+            "max_test": max_test,
             "n_val": n_val,
             "sizes": {"train": len(train), "val": len(val), "test": len(test)},
         },

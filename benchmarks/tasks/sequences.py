@@ -24,7 +24,7 @@ MAX_SYMBOLS = 10_000
 _ENUMERATE_BELOW = 2_000_000  # a space this small is sampled exactly, by permuting its indices
 SPLITS = ("test", "val", "train")  # drawn in this order: test stays fixed when n_train changes
 
-Transform = Callable[[np.ndarray], np.ndarray]  # (L,) symbols -> (L,) symbols
+Transform = Callable[[np.ndarray], np.ndarray]  # (L,) symbols -> (L,) source positions to emit
 
 
 def _enumerated(
@@ -97,11 +97,13 @@ def make_sequence_task(
         data[split] = [
             Example(
                 source=row + offset,  # (S,) int64
-                target=(transform(row) + offset).tolist(),
+                target=(row[order] + offset).tolist(),
                 length=length,
                 id=f"{name}-{split}-{k:05d}",
+                alignment=[(int(p), int(p) + 1) for p in order],
             )
             for k, row in enumerate(rows)
+            for order in [transform(row)]
         ]
     return TaskData(
         name=name,
@@ -136,6 +138,12 @@ def _task(name: str, transform: Transform, doc: str) -> Callable[..., TaskData]:
     return register_task(name)(task)
 
 
-copy = _task("copy", lambda s: s.copy(), "Target = the source sequence.")
-reverse = _task("reverse", lambda s: s[::-1].copy(), "Target = the source sequence reversed.")
-sort = _task("sort", np.sort, "Target = the source symbols in ascending order.")
+copy = _task("copy", lambda s: np.arange(len(s)), "Target = the source sequence.")
+reverse = _task(
+    "reverse", lambda s: np.arange(len(s))[::-1], "Target = the source sequence reversed."
+)
+sort = _task(
+    "sort",
+    lambda s: np.argsort(s, kind="stable"),  # equal symbols keep source order
+    "Target = the source symbols in ascending order.",
+)
