@@ -44,11 +44,13 @@ def alignment_stats(
     for b, ex in enumerate(examples[:keep]):
         s_real = int(enc.memory_mask[b].sum())
         t_real = len(ex.target)
-        kept.append({
-            "id": ex.id,
-            "attn": attn[b, :t_real, :s_real].float().cpu().numpy().round(4).tolist(),  # (T, S)
-            "out_words": task.tgt_vocab.decode(ex.target + [2]),
-            "in_labels": task.src_vocab.decode(ex.source.tolist()) if task.src_vocab else None,
-            "image": ex.source[0].round(3).tolist() if task.source_kind == "image" else None,
-        })
+        kept.append(
+            {
+                "id": ex.id,
+                "attn": attn[b, :t_real, :s_real].float().cpu().numpy().round(4).tolist(),  # (T, S)
+                "out_words": task.tgt_vocab.decode(ex.target + [2]),
+                "in_labels": task.src_vocab.decode(ex.source.tolist()) if task.src_vocab else None,
+                "image": ex.source[0].round(3).tolist() if task.source_kind == "image" else None,
+            }
+        )
     return {"fraction": hits / tokens, "tokens": tokens, "examples": kept}

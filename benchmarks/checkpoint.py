@@ -81,8 +81,11 @@ def check_compatible(ckpt: dict[str, Any], decoder: str, vocab: list[str], path:
         )
     theirs = ckpt.get("vocab", [])
     if theirs != vocab:
-        first = next((i for i, (a, b) in enumerate(zip(theirs, vocab)) if a != b), None)
+        first = next(
+            (i for i, (a, b) in enumerate(zip(theirs, vocab, strict=False)) if a != b), None
+        )
         where = f"first difference at id {first}" if first is not None else "different sizes"
         raise CheckpointError(
-            f"checkpoint {path} has a different vocabulary ({len(theirs)} vs {len(vocab)} words, {where})"
+            f"checkpoint {path} has a different vocabulary "
+            f"({len(theirs)} vs {len(vocab)} words, {where})"
         )

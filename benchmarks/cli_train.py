@@ -22,7 +22,7 @@ from models.seq2seq import greedy
 
 
 def parse_kv(items: list[str], flag: str) -> dict[str, Any]:
-    """['length=8', 'split=simple'] -> {'length': 8, 'split': 'simple'} (JSON values if they parse)."""
+    """['length=8', 'split=simple'] -> {'length': 8, 'split': 'simple'} (JSON values parsed)."""
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
@@ -37,13 +37,27 @@ def parse_kv(items: list[str], flag: str) -> dict[str, Any]:
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one model on one task and print its metrics")
-    p.add_argument("--task", required=True, help="digits | copy | reverse | sort | scan | coco | plain")
-    p.add_argument("--length", type=int, help="the task's length dial (digits, copy, reverse, sort)")
+    p.add_argument(
+        "--task", required=True, help="digits | copy | reverse | sort | scan | coco | plain"
+    )
+    p.add_argument(
+        "--length", type=int, help="the task's length dial (digits, copy, reverse, sort)"
+    )
     p.add_argument("--split", help="scan split: simple | length")
-    p.add_argument("--task-arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other task option, e.g. n_train=500 or data_dir=/data/coco")
-    p.add_argument("--decoder-arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="decoder option, e.g. cell=gru or kernel=chunked")
+    p.add_argument(
+        "--task-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other task option, e.g. n_train=500 or data_dir=/data/coco",
+    )
+    p.add_argument(
+        "--decoder-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="decoder option, e.g. cell=gru or kernel=chunked",
+    )
     p.add_argument("--out", type=Path, help="also write the result as JSON here")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     for f in fields(TrainConfig):
@@ -52,8 +66,12 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
         default = f.default
         kind = type(default) if default is not None and not isinstance(default, bool) else str
         if isinstance(default, bool):
-            p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=default,
-                           action=argparse.BooleanOptionalAction)
+            p.add_argument(
+                f"--{f.name.replace('_', '-')}",
+                dest=f.name,
+                default=default,
+                action=argparse.BooleanOptionalAction,
+            )
         else:
             p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=default)
 
@@ -67,13 +85,22 @@ def run_train(args: argparse.Namespace) -> int:
     if args.split is not None:
         task_args["split"] = args.split
     task_args.setdefault("seed", args.seed) if args.task not in ("coco", "plain") else None
-    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)
-                         if f.name != "decoder_cfg"}, decoder_cfg=parse_kv(args.decoder_arg, "--decoder-arg"))
+    cfg = TrainConfig(
+        **{f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name != "decoder_cfg"},
+        decoder_cfg=parse_kv(args.decoder_arg, "--decoder-arg"),
+    )
     task = load_task(args.task, **task_args)
     result = train(task, cfg, progress=sys.stderr.isatty(), task_args=task_args)
-    summary = {"task": args.task, **task_args, "decoder": cfg.decoder, "params": result.params,
-               "steps": result.steps, "train_s": round(result.train_s, 2),
-               "tokens_per_s": round(result.tokens_per_s, 1), "test": result.test}
+    summary = {
+        "task": args.task,
+        **task_args,
+        "decoder": cfg.decoder,
+        "params": result.params,
+        "steps": result.steps,
+        "train_s": round(result.train_s, 2),
+        "tokens_per_s": round(result.tokens_per_s, 1),
+        "test": result.test,
+    }
     text = json.dumps(summary, indent=2, default=float)
     print(text)
     if args.out:
@@ -115,11 +142,18 @@ def run_caption(args: argparse.Namespace) -> int:
             s_real = int(enc.memory_mask[row].sum())
             t_real = max(len(words) + 1, 1)
             in_labels = task.src_vocab.decode(ex.source.tolist()) if task.src_vocab else None
-            panels.append({"attn": attn[row, :t_real, :s_real].cpu().numpy(),
-                           "out_words": words + ["<END>"], "in_labels": in_labels,
-                           "title": f"{cfg.decoder} alignment, {ex.id}"})
+            panels.append(
+                {
+                    "attn": attn[row, :t_real, :s_real].cpu().numpy(),
+                    "out_words": words + ["<END>"],
+                    "in_labels": in_labels,
+                    "title": f"{cfg.decoder} alignment, {ex.id}",
+                }
+            )
     if not panels:
-        print(f"decoder '{cfg.decoder}' has no attention (its only view of the input is the summary)")
+        print(
+            f"decoder '{cfg.decoder}' has no attention (its only view of the input is the summary)"
+        )
         return 0
     path = args.out or args.checkpoint.with_suffix(".attention.png")
     image = examples[0].source[0] if task.source_kind == "image" and len(panels) == 1 else None

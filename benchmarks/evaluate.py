@@ -64,7 +64,7 @@ def evaluate(
     caption_metrics: bool = True,
     meteor: bool = True,
 ) -> dict[str, Any]:
-    """All metrics of one split in a flat dict; `caption_metrics=False` keeps only the cheap ones."""
+    """All metrics of one split in a flat dict; `caption_metrics=False` keeps the cheap ones."""
     hyps, nll, ntok, tf_hits = decode_split(model, task, examples, device, beam_size)
     # teacher-forced accuracy beside the free-running metrics: their gap is what the causal-mask
     # ablation is about (a model that peeks at the future looks perfect only under teacher forcing)

@@ -41,16 +41,26 @@ def save_heatmaps(
     `panels` (dicts with attn (T,S), out_words, in_labels, title). Returns the path written."""
     rows = len(panels) + (image is not None)
     heights = ([1.0] if image is not None else []) + [2.0] * len(panels)
-    fig, axes = plt.subplots(rows, 1, figsize=(8, sum(heights) * 1.2 + 0.5),
-                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    fig, axes = plt.subplots(
+        rows,
+        1,
+        figsize=(8, sum(heights) * 1.2 + 0.5),
+        gridspec_kw={"height_ratios": heights},
+        squeeze=False,
+    )
     axes = axes[:, 0]
     if image is not None:
         axes[0].imshow(image, cmap="gray_r", aspect="auto")
         axes[0].set_axis_off()
         axes = axes[1:]
     for ax, panel in zip(axes, panels, strict=True):
-        plot_alignment(ax, np.asarray(panel["attn"]), panel["out_words"], panel.get("in_labels"),
-                       panel.get("title", ""))
+        plot_alignment(
+            ax,
+            np.asarray(panel["attn"]),
+            panel["out_words"],
+            panel.get("in_labels"),
+            panel.get("title", ""),
+        )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, metadata={"Software": None})

@@ -1,4 +1,4 @@
-"""`python -m benchmarks quality`: caption/sequence quality vs length, decoder x task x length x seed.
+"""`python -m benchmarks quality`: quality vs length, decoder x task x length x seed.
 
 Every cell of a profile gets the same budget (steps, batch, data, d_model) whatever its decoder;
 only the learning rate is per decoder (chosen by a short sweep on digits L=2: the Transformer
@@ -33,13 +33,39 @@ class Profile:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-QUICK = Profile("quick", (2, 4), (8, 16), (0,), ("simple",), steps=60, tokens_per_batch=256,
-                d_model=32, n_train=300, n_eval=50)
-DEFAULT = Profile("default", (2, 4, 8, 16, 32), (8, 16, 32, 64, 128), (0, 1, 2),
-                  ("simple", "length"), steps=300, tokens_per_batch=512)
-FULL = Profile("full", (2, 4, 8, 16, 32), (8, 16, 32, 64, 128), (0, 1, 2, 3, 4),
-               ("simple", "length"), steps=3000, tokens_per_batch=2048, d_model=128,
-               n_train=10000, n_eval=500)
+QUICK = Profile(
+    "quick",
+    (2, 4),
+    (8, 16),
+    (0,),
+    ("simple",),
+    steps=60,
+    tokens_per_batch=256,
+    d_model=32,
+    n_train=300,
+    n_eval=50,
+)
+DEFAULT = Profile(
+    "default",
+    (2, 4, 8, 16, 32),
+    (8, 16, 32, 64, 128),
+    (0, 1, 2),
+    ("simple", "length"),
+    steps=300,
+    tokens_per_batch=512,
+)
+FULL = Profile(
+    "full",
+    (2, 4, 8, 16, 32),
+    (8, 16, 32, 64, 128),
+    (0, 1, 2, 3, 4),
+    ("simple", "length"),
+    steps=3000,
+    tokens_per_batch=2048,
+    d_model=128,
+    n_train=10000,
+    n_eval=500,
+)
 PROFILES = {p.name: p for p in (QUICK, DEFAULT, FULL)}
 
 
@@ -49,7 +75,9 @@ def get_profile(name: str) -> Profile:
     return PROFILES[name]
 
 
-def budget(profile: Profile, decoder: str, length: int, seed: int, steps: int | None = None) -> dict:
+def budget(
+    profile: Profile, decoder: str, length: int, seed: int, steps: int | None = None
+) -> dict:
     """TrainConfig fields for one cell: equal across decoders except the learning rate."""
     steps = steps or profile.steps
     return {
@@ -68,18 +96,34 @@ def quality_cells(profile: Profile) -> list[Cell]:
     cells = []
     sizes = {"n_train": profile.n_train, "n_val": profile.n_eval, "n_test": profile.n_eval}
     for seed in profile.seeds:
-        for task, lengths in (("digits", profile.digits_lengths), ("reverse", profile.reverse_lengths)):
+        for task, lengths in (
+            ("digits", profile.digits_lengths),
+            ("reverse", profile.reverse_lengths),
+        ):
             for length in lengths:
                 for dec in DECODERS:
                     train = budget(profile, dec, length, seed)
                     if task == "digits":
                         train["meteor"] = True  # the captioning task reports the COCO metrics
-                    cells.append(Cell("quality", task, {"length": length, "seed": seed, **sizes},
-                                      dec, train, length=length))
+                    cells.append(
+                        Cell(
+                            "quality",
+                            task,
+                            {"length": length, "seed": seed, **sizes},
+                            dec,
+                            train,
+                            length=length,
+                        )
+                    )
     scan_steps = profile.scan_steps or profile.steps
     for split in profile.scan_splits:
         for dec in DECODERS:
-            args = {"split": split, "seed": 0, "n_val": profile.n_eval, "max_test": 4 * profile.n_eval}
+            args = {
+                "split": split,
+                "seed": 0,
+                "n_val": profile.n_eval,
+                "max_test": 4 * profile.n_eval,
+            }
             train = budget(profile, dec, 24, 0, scan_steps)
             cells.append(Cell("quality", "scan", args, dec, train, label=f"scan-{split}"))
     return cells

@@ -99,7 +99,9 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def sequence_loss(logits: torch.Tensor, targets: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
+def sequence_loss(
+    logits: torch.Tensor, targets: torch.Tensor, smoothing: float = 0.0
+) -> torch.Tensor:
     """Mean cross-entropy over non-PAD targets: logits (B,T,V), targets (B,T)."""
     return F.cross_entropy(
         logits.float().transpose(1, 2), targets, ignore_index=PAD, label_smoothing=smoothing
@@ -111,7 +113,9 @@ def training_batches(task: TaskData, cfg: TrainConfig, start_step: int) -> Itera
     same order as an uninterrupted one."""
     step, epoch = 0, 0
     while True:
-        for idx in bucket_batches(task.train, cfg.batch_size, shuffle=True, seed=cfg.seed * 1000 + epoch):
+        for idx in bucket_batches(
+            task.train, cfg.batch_size, shuffle=True, seed=cfg.seed * 1000 + epoch
+        ):
             if step >= start_step:
                 yield collate([task.train[i] for i in idx], task.source_kind, idx)
             step += 1
@@ -166,7 +170,9 @@ def train(
             logits = model(batch.source, batch.source_mask, batch.tokens_in).logits  # (B, T, V)
         loss = sequence_loss(logits, batch.tokens_out, cfg.label_smoothing)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss {loss.item()} at step {state['step']}")
+            raise FloatingPointError(
+                f"non-finite training loss {loss.item()} at step {state['step']}"
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
@@ -183,26 +189,43 @@ def train(
             running = []
             if state["bad_evals"] == 0:
                 best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            bar.set_postfix(loss=f"{state['history'][-1]['train_loss']:.3f}",
-                            val=f"{state['history'][-1][cfg.select_metric]:.3f}")
+            bar.set_postfix(
+                loss=f"{state['history'][-1]['train_loss']:.3f}",
+                val=f"{state['history'][-1][cfg.select_metric]:.3f}",
+            )
             if ckpt_path is not None:
-                save_checkpoint(ckpt_path, {
-                    "decoder": cfg.decoder, "vocab": vocab, "config": asdict(cfg),
-                    "task": {"name": task.name, "args": task_args or {}},
-                    "model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(), "progress": state,
-                    "best_model": best_weights, "rng": torch.get_rng_state(),
-                })
+                save_checkpoint(
+                    ckpt_path,
+                    {
+                        "decoder": cfg.decoder,
+                        "vocab": vocab,
+                        "config": asdict(cfg),
+                        "task": {"name": task.name, "args": task_args or {}},
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "progress": state,
+                        "best_model": best_weights,
+                        "rng": torch.get_rng_state(),
+                    },
+                )
     bar.close()
     if best_weights is not None:
         model.load_state_dict(best_weights)
     val = evaluate(model, task, task.val, device, 1, caption_metrics=False)
     test = evaluate(model, task, task.test, device, cfg.beam_size, meteor=cfg.meteor)
     return TrainResult(
-        config=asdict(cfg), params=count_params(model), steps=state["step"],
-        train_s=state["train_s"], tokens_per_s=state["tokens"] / max(state["train_s"], 1e-9),
-        resumed_from=resumed_from, stopped_early=stopped_early, history=state["history"],
-        val=val, test=test, model=model,
+        config=asdict(cfg),
+        params=count_params(model),
+        steps=state["step"],
+        train_s=state["train_s"],
+        tokens_per_s=state["tokens"] / max(state["train_s"], 1e-9),
+        resumed_from=resumed_from,
+        stopped_early=stopped_early,
+        history=state["history"],
+        val=val,
+        test=test,
+        model=model,
     )
 
 

@@ -18,7 +18,20 @@ from .registry import (
 )
 
 __all__ = [
-    "BOS", "EOS", "PAD", "UNK", "Decoder", "DecoderOutput", "EncoderOutput",
-    "create_decoder", "create_encoder", "create_kernel", "list_decoders", "list_encoders",
-    "list_kernels", "register_decoder", "register_encoder", "register_kernel",
+    "BOS",
+    "EOS",
+    "PAD",
+    "UNK",
+    "Decoder",
+    "DecoderOutput",
+    "EncoderOutput",
+    "create_decoder",
+    "create_encoder",
+    "create_kernel",
+    "list_decoders",
+    "list_encoders",
+    "list_kernels",
+    "register_decoder",
+    "register_encoder",
+    "register_kernel",
 ]

@@ -42,11 +42,25 @@ def _check_rank(name: str, x: Tensor, ranks: tuple[int, ...], what: str) -> None
         raise ValueError(f"{name} expects {what}; got shape {tuple(x.shape)}")
 
 
-class ChannelNorm(nn.LayerNorm):
-    """LayerNorm over the channels of each pixel: (B, C, H, W) -> (B, C, H, W)."""
+class MaskedBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm (Ioffe & Szegedy 2015) whose batch statistics skip padded pixel columns, so the
+    amount of right-padding a batch needs never changes a real column's output."""
 
-    def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    def forward(self, x: Tensor, cols: Tensor) -> Tensor:
+        """x (B, C, H, W); cols (B, 1, 1, W) float, 1 on real columns."""
+        if not self.training:
+            return super().forward(x)  # running statistics: no batch dependence at all
+        w = cols.expand(x.shape[0], 1, x.shape[2], x.shape[3])  # (B, 1, H, W)
+        n = w.sum()
+        mean = (x * w).sum((0, 2, 3)) / n  # (C,)
+        centred = x - mean[None, :, None, None]  # (B, C, H, W)
+        var = (centred.square() * w).sum((0, 2, 3)) / n  # (C,) biased, as BatchNorm normalises
+        with torch.no_grad():
+            self.running_mean.lerp_(mean, self.momentum)
+            self.running_var.lerp_(var * n / (n - 1).clamp_min(1), self.momentum)
+            self.num_batches_tracked += 1
+        y = centred * torch.rsqrt(var + self.eps)[None, :, None, None]
+        return y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
 
 
 @register_encoder("image_grid")
@@ -60,38 +74,49 @@ class ImageGridEncoder(nn.Module):
     decoders for >800 steps on 2-digit strips; without it they start reading at ~300.
     """
 
-    def __init__(self, d_model: int = 128, in_channels: int = 1, height: int = 10, channels: int = 32):
+    def __init__(
+        self, d_model: int = 128, in_channels: int = 1, height: int = 10, channels: int = 32
+    ):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, channels, 3, padding=1)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
         self.conv3 = nn.Conv2d(channels, channels, 3, padding=1)
-        # per-pixel LayerNorm over channels: speeds optimisation like BatchNorm but never mixes
-        # positions or examples, so padding and batch composition cannot change the output
-        self.norms = nn.ModuleList(ChannelNorm(channels) for _ in range(3))
+        # Measured: without BatchNorm the CNN sat at the marginal loss for 400+ steps on 4-digit
+        # strips; with it the loss fell to 0.2 by step 100. Statistics skip padded columns.
+        self.norms = nn.ModuleList(MaskedBatchNorm2d(channels) for _ in range(3))
         self.height = height
         self.column = nn.Linear(channels * (height // 2), d_model)
         self.norm = nn.LayerNorm(d_model)
-        self.mlp = nn.Sequential(nn.ReLU(), nn.Linear(d_model, d_model), nn.ReLU(), nn.Linear(d_model, d_model))
+        self.mlp = nn.Sequential(
+            nn.ReLU(), nn.Linear(d_model, d_model), nn.ReLU(), nn.Linear(d_model, d_model)
+        )
         self.d_model = d_model
 
     def forward(self, images: Tensor, column_mask: Tensor | None = None) -> EncoderOutput:
         """images (B,C,H,W) float; column_mask (B,W) bool, True on real pixel columns."""
         _check_rank("image_grid", images, (4,), "images (B, C, H, W)")
         if images.shape[2] != self.height:
-            raise ValueError(f"image_grid built for height {self.height}; got images of height {images.shape[2]}")
+            raise ValueError(
+                f"image_grid built for height {self.height}; got images of height {images.shape[2]}"
+            )
         b, _, _, w = images.shape
         if column_mask is None:
             column_mask = torch.ones(b, w, dtype=torch.bool, device=images.device)
         # Zeroing padded columns after every layer makes the grid exactly independent of how
         # much right-padding the batch needed (conv zero-padding then sees the same zeros).
         cols = column_mask[:, None, None, :].to(images.dtype)  # (B, 1, 1, W)
-        x = F.relu(self.norms[0](self.conv1(images * cols))) * cols  # (B, C', H, W)
-        x = F.relu(self.norms[1](self.conv2(x))) * cols  # (B, C', H, W)
+        x = F.relu(self.norms[0](self.conv1(images * cols), cols)) * cols  # (B, C', H, W)
+        x = F.relu(self.norms[1](self.conv2(x), cols)) * cols  # (B, C', H, W)
         x = F.max_pool2d(x, 2)  # (B, C', H/2, W/2)
-        mask = F.max_pool1d(column_mask[:, None].float(), 2)[:, 0] > 0  # (B, S) real if any column is
-        x = F.relu(self.norms[2](self.conv3(x))) * mask[:, None, None, :]  # (B, C', H/2, S)
+        mask = (
+            F.max_pool1d(column_mask[:, None].float(), 2)[:, 0] > 0
+        )  # (B, S) real if any column is
+        pooled = mask[:, None, None, :].to(x.dtype)  # (B, 1, 1, S)
+        x = F.relu(self.norms[2](self.conv3(x), pooled)) * pooled  # (B, C', H/2, S)
         feats = x.flatten(1, 2).transpose(1, 2)  # (B, S=W/2, C'*H/2)
-        x = self.norm(self.column(feats))  # (B, S, D); LayerNorm: CNN features start ~100x smaller than positions
+        x = self.norm(
+            self.column(feats)
+        )  # (B, S, D); LayerNorm: CNN features start ~100x smaller than positions
         memory = x + sinusoidal_table(x.shape[1], self.d_model).to(x)  # (B, S, D)
         memory = memory * mask.unsqueeze(-1)  # padded positions carry no signal
         # summary: mean of a position-wise MLP of (content + position); the nonlinearity binds
@@ -104,14 +129,22 @@ class ImageGridEncoder(nn.Module):
 class TextEncoder(nn.Module):
     """Embedding + bidirectional GRU; summary = [final forward state; final backward state]."""
 
-    def __init__(self, vocab_size: int, d_model: int = 128, num_layers: int = 1, dropout: float = 0.0):
+    def __init__(
+        self, vocab_size: int, d_model: int = 128, num_layers: int = 1, dropout: float = 0.0
+    ):
         super().__init__()
         if d_model % 2:
             raise ValueError(f"text encoder d_model must be even (two directions); got {d_model}")
         self.stride = 1  # source tokens per memory position
         self.embed = nn.Embedding(vocab_size, d_model, padding_idx=PAD)
-        self.rnn = nn.GRU(d_model, d_model // 2, num_layers, batch_first=True, bidirectional=True,
-                          dropout=dropout if num_layers > 1 else 0.0)
+        self.rnn = nn.GRU(
+            d_model,
+            d_model // 2,
+            num_layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
         self.vocab_size = vocab_size
 
     def forward(self, tokens: Tensor, mask: Tensor | None = None) -> EncoderOutput:
@@ -123,10 +156,16 @@ class TextEncoder(nn.Module):
         if bool((lengths == 0).any()):
             raise ValueError("text encoder got an empty source sequence (all positions masked)")
         if int(tokens.max()) >= self.vocab_size or int(tokens.min()) < 0:
-            raise ValueError(f"source token id outside [0, {self.vocab_size}): max {int(tokens.max())}")
-        packed = pack_padded_sequence(self.embed(tokens), lengths.cpu(), batch_first=True, enforce_sorted=False)
+            raise ValueError(
+                f"source token id outside [0, {self.vocab_size}): max {int(tokens.max())}"
+            )
+        packed = pack_padded_sequence(
+            self.embed(tokens), lengths.cpu(), batch_first=True, enforce_sorted=False
+        )
         out, h_n = self.rnn(packed)  # h_n (layers*2, B, D/2)
-        memory, _ = pad_packed_sequence(out, batch_first=True, total_length=tokens.shape[1])  # (B,S,D)
+        memory, _ = pad_packed_sequence(
+            out, batch_first=True, total_length=tokens.shape[1]
+        )  # (B,S,D)
         summary = torch.cat([h_n[-2], h_n[-1]], dim=-1)  # (B, D)
         return EncoderOutput(memory, mask, summary)
 
@@ -137,13 +176,17 @@ class FeatureProjector(nn.Module):
 
     def __init__(self, feature_dim: int, d_model: int = 128):
         super().__init__()
-        self.proj = nn.Sequential(nn.Linear(feature_dim, d_model), nn.ReLU(), nn.Linear(d_model, d_model))
+        self.proj = nn.Sequential(
+            nn.Linear(feature_dim, d_model), nn.ReLU(), nn.Linear(d_model, d_model)
+        )
         self.feature_dim = feature_dim
 
     def forward(self, features: Tensor, mask: Tensor | None = None) -> EncoderOutput:
         _check_rank("features", features, (2, 3), "features (B, F) or (B, S, F)")
         if features.shape[-1] != self.feature_dim:
-            raise ValueError(f"features encoder built for F={self.feature_dim}; got {features.shape[-1]}")
+            raise ValueError(
+                f"features encoder built for F={self.feature_dim}; got {features.shape[-1]}"
+            )
         if features.dim() == 2:
             features = features.unsqueeze(1)  # (B, 1, F)
             mask = None

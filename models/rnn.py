@@ -82,7 +82,7 @@ class RNNDecoder(Decoder):
         vocab_size: int,
         d_model: int = 128,
         dropout: float = 0.0,
-        cell: Cell = "lstm",
+        cell: Cell = "gru",
         num_layers: int = 1,
     ) -> None:
         super().__init__()

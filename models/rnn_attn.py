@@ -40,7 +40,7 @@ class AttnRNNDecoder(Decoder):
         vocab_size: int,
         d_model: int = 128,
         dropout: float = 0.0,
-        cell: Cell = "lstm",
+        cell: Cell = "gru",
         alignment: Alignment = "additive",
         attn_dim: int | None = None,
     ) -> None:

@@ -24,7 +24,9 @@ class Seq2Seq(nn.Module):
     def encode(self, source: Tensor, source_mask: Tensor | None = None) -> EncoderOutput:
         return self.encoder(source, source_mask)
 
-    def forward(self, source: Tensor, source_mask: Tensor | None, tokens_in: Tensor) -> DecoderOutput:
+    def forward(
+        self, source: Tensor, source_mask: Tensor | None, tokens_in: Tensor
+    ) -> DecoderOutput:
         """Teacher forcing: tokens_in (B,T) = [BOS, y1..] -> logits (B,T,V)."""
         return self.decoder(self.encode(source, source_mask), tokens_in)
 
@@ -70,7 +72,9 @@ def beam_search(
     if not 1 <= beam_size <= vocab:
         raise ValueError(f"beam_size must be in [1, {vocab}]; got {beam_size}")
     k = beam_size
-    state = decoder.init_state(enc.index_select(torch.arange(b, device=device).repeat_interleave(k)))
+    state = decoder.init_state(
+        enc.index_select(torch.arange(b, device=device).repeat_interleave(k))
+    )
     scores = torch.full((b, k), float("-inf"), device=device)
     scores[:, 0] = 0.0  # all beams start identical: keep one so top-k does not pick duplicates
     token = torch.full((b * k,), BOS, dtype=torch.long, device=device)

@@ -28,7 +28,6 @@ DIGITS = "--task digits --length 2 --task-arg n_train=16 --task-arg n_val=4".spl
 DIGITS += ["--task-arg", "n_test=4"]
 
 
-
 def run_ok(argv: list[str], capsys: pytest.CaptureFixture) -> str:
     """main(argv) must succeed; returns its stdout."""
     code = main(argv)

@@ -69,3 +69,15 @@ def test_features_projector_rejects_wrong_width():
     enc = create_encoder("features", feature_dim=12, d_model=D)
     with pytest.raises(ValueError, match="F=12; got 7"):
         enc(torch.randn(3, 7))
+
+
+def test_image_grid_batchnorm_statistics_ignore_padding():
+    """In training mode the batch statistics skip padded columns: padding changes nothing."""
+    enc = create_encoder("image_grid", d_model=D, height=10).train()
+    img = torch.rand(2, 1, 10, 24)
+    a = enc(img, torch.ones(2, 24, dtype=torch.bool))
+    padded = torch.cat([img, torch.rand(2, 1, 10, 16)], -1)
+    mask = torch.cat([torch.ones(2, 24), torch.zeros(2, 16)], -1).bool()
+    b = enc(padded, mask)
+    torch.testing.assert_close(a.memory, b.memory[:, :12], rtol=1e-5, atol=1e-5)
+    assert enc.norms[0].num_batches_tracked.item() == 2

@@ -58,7 +58,6 @@ def one_line(exc: pytest.ExceptionInfo) -> str:
     return msg
 
 
-
 class Killed(Exception):
     """Stands in for the process being killed right after a checkpoint was written."""
 

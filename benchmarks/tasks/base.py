@@ -31,7 +31,9 @@ class Vocab:
 
     def __post_init__(self) -> None:
         if tuple(self.idx_to_word[:4]) != SPECIAL_TOKENS:
-            raise TaskError(f"vocab must start with {list(SPECIAL_TOKENS)}; got {self.idx_to_word[:4]}")
+            raise TaskError(
+                f"vocab must start with {list(SPECIAL_TOKENS)}; got {self.idx_to_word[:4]}"
+            )
         self.word_to_idx = {w: i for i, w in enumerate(self.idx_to_word)}
         if len(self.word_to_idx) != len(self.idx_to_word):
             raise TaskError("vocab has duplicate words")
@@ -61,7 +63,9 @@ class Vocab:
 
 @dataclass
 class Example:
-    source: np.ndarray  # image (C, H, W) float32 | tokens (S,) int64 | features (F,) or (S, F) float32
+    source: (
+        np.ndarray
+    )  # image (C, H, W) float32 | tokens (S,) int64 | features (F,) or (S, F) float32
     target: list[int]  # target token ids, no BOS/EOS
     length: int  # the task's length dial for this example (digits per strip, tokens, actions)
     references: list[list[int]] | None = None  # all reference captions (metrics); None = [target]
