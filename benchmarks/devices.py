@@ -164,6 +164,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "allocator": allocator(),
         "gpu": None,
         "git_commit": git_commit(),
+        "load_1m": round(os.getloadavg()[0], 2),  # other processes' share of these cores
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)

@@ -1,0 +1,287 @@
+"""pytest-benchmark timings: attention kernels across N, a GEMM peak, decoding and training steps.
+
+Shapes: B batch, H heads, N sequence length (T = S = N), Dh head width, S memory length,
+T target length, D width, V vocab.
+Kernels follow FlashAttention's benchmark (Dao et al. 2022): constant tokens per call B*N, FLOPs
+4*B*H*N^2*Dh forward (halved causal, x3.5 forward+backward), each as a fraction of a GEMM peak
+measured in the same run. Decoding times one `step` at growing prefix lengths t and the whole
+T-token decode, the Transformer with its KV cache and without (recomputing the prefix).
+
+    pytest benchmarks/bench_attention.py --device cpu --profile default --benchmark-json=out.json
+
+Rounds adapt to each case (`profile.target_s` over the warm-up time, clamped), so slow cases run
+few times; on CUDA every timed call ends with a synchronise and 5 calls warm up.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import models  # noqa: F401  (registers every decoder and kernel)
+from benchmarks.devices import current_memory, peak_memory_read, peak_memory_reset, synchronize
+from benchmarks.kernels import (
+    Profile,
+    attention_flops,
+    build_call,
+    get_profile,
+    input_bytes,
+    kernel_cases,
+    predict_peak_bytes,
+    query_key_pairs,
+    skip_reason,
+)
+from models.base import BOS, EncoderOutput, map_state
+from models.registry import accepted_keys, create_decoder, decoder_class, list_decoders
+
+CUDA_WARMUP = 5
+
+
+def decoder_variants() -> list[tuple[str, dict[str, Any]]]:
+    """Every registered decoder, plus `use_cache=False` for those with a KV cache."""
+    names = list_decoders()
+    cached = [n for n in names if "use_cache" in accepted_keys(decoder_class(n))]
+    return [(n, {}) for n in names] + [(n, {"use_cache": False}) for n in cached]
+
+
+def _variant_id(variant: tuple[str, dict[str, Any]]) -> str:
+    name, cfg = variant
+    return "-".join([name] + [f"{k}={v}" for k, v in cfg.items()])
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    prof = get_profile(metafunc.config.getoption("profile"))
+    params: dict[str, tuple[list, list[str]]] = {
+        "kernel_case": (cases := kernel_cases(prof), [c.id for c in cases]),
+        "decoder_variant": (vs := decoder_variants(), [_variant_id(v) for v in vs]),
+        "decoder_name": (list_decoders(), list_decoders()),
+        "decode_t": (list(prof.decode_ts), [f"t{t}" for t in prof.decode_ts]),
+        "train_t": (list(prof.train_ts), [f"T{t}" for t in prof.train_ts]),
+    }
+    for name, (values, ids) in params.items():
+        if name in metafunc.fixturenames:
+            metafunc.parametrize(name, values, ids=ids)
+
+
+@pytest.fixture
+def dtype(device: torch.device) -> torch.dtype:
+    """Kernels: fp32 on CPU, bf16 on CUDA (what the fused GPU kernels are built for)."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def _estimate(fn: Callable[..., Any], setup: Callable[[], tuple] | None, budget_s: float) -> float:
+    """Seconds per call: the fastest of up to 3 warm-up calls (one, if a call exceeds budget_s).
+
+    The fastest, because on a shared machine a single call can stall for a scheduler slice.
+    """
+    times: list[float] = []
+    while len(times) < 3 and sum(times) < budget_s:
+        args = setup()[0] if setup else ()
+        start = time.perf_counter()
+        fn(*args)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def run_timed(
+    benchmark: Any,
+    fn: Callable[..., Any],
+    device: torch.device,
+    profile: Profile,
+    setup: Callable[[], tuple] | None = None,
+) -> float | None:
+    """Warm up, size the rounds, record the CUDA peak, time; returns the median seconds.
+
+    Every record keeps the 1-minute load average seen after it: a shared machine's contention
+    is then visible next to the number it distorted.
+    """
+    if benchmark.disabled:  # --benchmark-disable: run once, so the benchmark cannot rot
+        benchmark.pedantic(fn, setup=setup)
+        return None
+    per_call = _estimate(fn, setup, profile.target_s)
+    if device.type == "cuda":
+        base = current_memory(device)
+        peak_memory_reset(device)
+        fn(*(setup()[0] if setup else ()))
+        benchmark.extra_info["peak_mem_mb"] = round((peak_memory_read(device) - base) / 2**20, 1)
+    wanted = math.ceil(profile.target_s / max(per_call, 1e-9))
+    rounds = min(profile.max_rounds, max(profile.min_rounds, wanted))
+    warmup = CUDA_WARMUP if device.type == "cuda" else 0
+    benchmark.pedantic(fn, setup=setup, rounds=rounds, warmup_rounds=warmup)
+    benchmark.extra_info["load_1m"] = round(os.getloadavg()[0], 2)
+    return benchmark.stats.stats.median
+
+
+def test_gemm_peak(benchmark: Any, device: torch.device, profile: Profile, common_info) -> None:
+    """The machine's matmul rate, measured here: kernels are reported as a fraction of it."""
+    cuda = device.type == "cuda"
+    n, dtype = (2 * profile.gemm_n, torch.bfloat16) if cuda else (profile.gemm_n, torch.float32)
+    gen = torch.Generator().manual_seed(common_info["seed"])
+    a, b = (torch.randn(n, n, generator=gen).to(device, dtype) for _ in range(2))  # (n, n)
+    flops = 2.0 * n**3
+    benchmark.group = "gemm peak"
+    benchmark.extra_info.update(
+        kind="gemm", kernel="gemm", n=n, flops=flops, dtype=str(dtype).removeprefix("torch."),
+        **common_info,
+    )  # fmt: skip
+
+    def gemm() -> None:
+        torch.matmul(a, b)
+        synchronize(device)
+
+    median = run_timed(benchmark, gemm, device, profile)
+    if median:
+        benchmark.extra_info["gflop_per_s"] = flops / median / 1e9
+
+
+def test_kernel(
+    benchmark: Any, kernel_case, device, dtype, profile, common_info, skip_case
+) -> None:
+    """One attention kernel call (forward, or forward+backward) at constant tokens per call."""
+    case, ebytes = kernel_case, torch.finfo(dtype).bits // 8
+    flops = attention_flops(case)
+    predicted = input_bytes(case, ebytes) + predict_peak_bytes(case, ebytes)
+    info = {
+        "kind": "kernel", **asdict(case), "tokens": case.b * case.n, "flops": flops,
+        "query_key_pairs": query_key_pairs(case), "dtype": str(dtype).removeprefix("torch."),
+        "predicted_mem_mb": round(predicted / 2**20, 1), "peak_mem_mb": None, **common_info,
+    }  # fmt: skip
+    benchmark.group = f"kernel {case.mode} {'causal' if case.causal else 'full'}"
+    benchmark.extra_info.update(info)
+    reason = skip_reason(case, profile, device, ebytes)
+    if reason:
+        skip_case(info, reason)
+    oom = None
+    try:
+        median = run_timed(
+            benchmark, build_call(case, device, dtype, info["seed"]), device, profile
+        )
+    except torch.OutOfMemoryError as err:  # CUDA: an OOM is a recorded skip, not a failed sweep
+        oom = str(err).splitlines()[0][:120]
+    if oom is not None:  # outside `except`, so the traceback no longer pins the tensors
+        gc.collect()
+        torch.cuda.empty_cache()
+        skip_case(info, f"out of memory: {oom}")
+    if median:
+        benchmark.extra_info["query_key_pairs_per_s"] = query_key_pairs(case) / median
+        if flops:
+            benchmark.extra_info["gflop_per_s"] = flops / median / 1e9
+
+
+def random_encoder_output(profile: Profile, batch: int, device: torch.device, seed: int):
+    """Fixed random memory (B, S, D); rows keep S/2..S real positions, summary = their mean."""
+    gen = torch.Generator().manual_seed(seed)
+    b, s, d = batch, profile.mem_len, profile.d_model
+    memory = torch.randn(b, s, d, generator=gen)  # (B, S, D)
+    lengths = torch.randint(max(1, s // 2), s + 1, (b,), generator=gen)  # (B,)
+    mask = torch.arange(s)[None, :] < lengths[:, None]  # (B, S) True = real
+    memory = memory * mask[..., None]
+    summary = memory.sum(1) / lengths[:, None]  # (B, D)
+    return EncoderOutput(memory.to(device), mask.to(device), summary.to(device))
+
+
+def make_decoder(name: str, cfg: dict[str, Any], profile: Profile, device: torch.device) -> Any:
+    torch.manual_seed(0)
+    model = create_decoder(name, vocab_size=profile.vocab, d_model=profile.d_model, **cfg)
+    return model.to(device)
+
+
+def random_tokens(profile: Profile, batch: int, t: int, device: torch.device, seed: int):
+    """(B, t) ids in [4, V) after a BOS: a fixed stand-in for generated text."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    tokens = torch.randint(4, profile.vocab, (batch, t), generator=gen)  # (B, t)
+    tokens[:, 0] = BOS
+    return tokens.to(device)
+
+
+def decode_info(name: str, model: Any, profile: Profile, batch: int) -> dict[str, Any]:
+    """Decoder records: which model (use_cache None = it has no cache), and at what size."""
+    return {
+        "decoder": name, "use_cache": getattr(model, "use_cache", None), "batch": batch,
+        "dtype": "float32",
+        "d_model": profile.d_model, "vocab": profile.vocab, "mem_len": profile.mem_len,
+    }  # fmt: skip
+
+
+@torch.no_grad()
+def test_decode_step(benchmark, decoder_variant, decode_t, device, profile, common_info) -> None:
+    """Latency of generating token t: one `step` after a prefix of t-1 steps."""
+    name, cfg = decoder_variant
+    b, seed = profile.batch, common_info["seed"]
+    model = make_decoder(name, cfg, profile, device).eval()
+    tokens = random_tokens(profile, b, decode_t, device, seed)  # (B, t)
+    state = model.init_state(random_encoder_output(profile, b, device, seed))
+    for i in range(decode_t - 1):
+        _, state, _ = model.step(state, tokens[:, i])
+    benchmark.group = f"decode step {name}"
+    benchmark.extra_info.update(kind="decode_step", t=decode_t, **common_info)
+    benchmark.extra_info.update(decode_info(name, model, profile, b))
+
+    def setup() -> tuple:  # a fresh copy per round: no step ever sees a state used twice
+        return (map_state(state, torch.clone), tokens[:, -1]), {}
+
+    def step(st: Any, token: torch.Tensor) -> None:
+        model.step(st, token)
+        synchronize(device)
+
+    median = run_timed(benchmark, step, device, profile, setup)
+    if median:
+        benchmark.extra_info.update(per_token_ms=median * 1e3, tokens_per_s=b / median)
+
+
+@torch.no_grad()
+def test_decode_total(benchmark, decoder_variant, device, profile, common_info) -> None:
+    """Time to decode T tokens from scratch (init_state + T steps) for B sequences."""
+    name, cfg = decoder_variant
+    b, t, seed = profile.batch, profile.decode_total, common_info["seed"]
+    model = make_decoder(name, cfg, profile, device).eval()
+    tokens = random_tokens(profile, b, t, device, seed)  # (B, T)
+    enc = random_encoder_output(profile, b, device, seed)
+    benchmark.group = "decode total"
+    benchmark.extra_info.update(kind="decode_total", t=t, **decode_info(name, model, profile, b))
+    benchmark.extra_info.update(common_info)
+
+    def decode() -> None:
+        state = model.init_state(enc)
+        for i in range(t):
+            _, state, _ = model.step(state, tokens[:, i])
+        synchronize(device)
+
+    median = run_timed(benchmark, decode, device, profile)
+    if median:
+        benchmark.extra_info.update(
+            total_ms=median * 1e3, per_token_ms=median * 1e3 / t, tokens_per_s=b * t / median
+        )
+
+
+def test_train_step(benchmark, decoder_name, train_t, device, profile, common_info) -> None:
+    """Teacher-forced forward + cross-entropy + backward + AdamW step: tokens per second."""
+    b, seed = 2 * profile.batch, common_info["seed"]
+    model = make_decoder(decoder_name, {}, profile, device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    enc = random_encoder_output(profile, b, device, seed)
+    tokens = random_tokens(profile, b, train_t + 1, device, seed)  # (B, T+1)
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (B, T) each
+    benchmark.group = "train step"
+    benchmark.extra_info.update(kind="train_step", t=train_t, tokens=b * train_t)
+    benchmark.extra_info.update(**decode_info(decoder_name, model, profile, b), **common_info)
+
+    def train_step() -> None:
+        opt.zero_grad(set_to_none=True)
+        logits = model(enc, inputs).logits  # (B, T, V)
+        F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)).backward()
+        opt.step()
+        synchronize(device)
+
+    median = run_timed(benchmark, train_step, device, profile)
+    if median:
+        benchmark.extra_info["tokens_per_s"] = b * train_t / median

@@ -1,0 +1,141 @@
+"""The kernel benchmark's own machinery: FLOPs, memory prediction and measurement, devices.
+
+Shapes: B batch, H heads, N sequence length, Dh head width. Also runs the whole benchmark file
+once with `--benchmark-disable --profile quick`, so it cannot rot between benchmark runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from benchmarks import devices
+from benchmarks.kernels import (
+    CSV_COLUMNS,
+    DEFAULT,
+    QUICK,
+    KernelCase,
+    attention_flops,
+    kernel_cases,
+    measure_memory,
+    memory_cases,
+    predict_peak_bytes,
+    query_key_pairs,
+    skip_reason,
+    write_csv_atomic,
+)
+
+CPU = torch.device("cpu")
+
+
+def test_bench_attention_quick_profile_passes() -> None:
+    cmd = [sys.executable, "-m", "pytest", "benchmarks/bench_attention.py", "--benchmark-disable"]
+    cmd += ["--profile", "quick", "-q", "-p", "no:cacheprovider"]
+    run = subprocess.run(cmd, cwd=devices.REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    passed = re.search(r"(\d+) passed", run.stdout)
+    assert passed and int(passed.group(1)) > 0, run.stdout[-2000:]
+
+
+def test_attention_flops_follows_flashattention_convention() -> None:
+    case = KernelCase("sdpa", n=4, b=2, h=3, dh=5, causal=False, mode="fwd")
+    assert attention_flops(case) == 4 * 2 * 3 * 4 * 4 * 5  # 1920
+    causal = KernelCase("dot", 4, 2, 3, 5, True, "fwd")
+    assert attention_flops(causal) == 960
+    assert attention_flops(KernelCase("dot", 4, 2, 3, 5, False, "fwd_bwd")) == 3.5 * 1920
+    assert attention_flops(KernelCase("additive", 4, 2, 3, 5, False, "fwd")) is None
+    assert query_key_pairs(case) == 2 * 3 * 16 and query_key_pairs(causal) == 2 * 3 * 8
+
+
+def test_kernel_cases_keep_tokens_per_call_constant() -> None:
+    cases = kernel_cases(DEFAULT)
+    assert {c.b * c.n for c in cases} == {DEFAULT.tokens}
+    assert {c.kernel for c in cases} == {"dot", "sdpa", "chunked", "additive"}
+    assert len(cases) == 4 * len(DEFAULT.ns) * 2 * 2
+
+
+def test_predict_peak_bytes_quadratic_only_for_materialising_kernels() -> None:
+    def ratio(kernel: str) -> float:  # peak at 2N over peak at N, same batch
+        small, big = (KernelCase(kernel, n, 1, 8, 64, False, "fwd_bwd") for n in (4096, 8192))
+        return predict_peak_bytes(big) / predict_peak_bytes(small)
+
+    assert ratio("dot") > 3.5 and ratio("additive") > 3.5
+    assert ratio("sdpa") < 2.1 and ratio("chunked") < 2.1
+
+
+def test_skip_reason_names_the_memory_limit_and_the_additive_cap() -> None:
+    huge = KernelCase("dot", 1 << 20, 1, 8, 64, False, "fwd")  # a 32 TiB score matrix
+    assert "predicted peak" in skip_reason(huge, DEFAULT, CPU, 4)
+    assert skip_reason(KernelCase("sdpa", 128, 1, 2, 16, False, "fwd"), DEFAULT, CPU, 4) is None
+    capped = KernelCase("additive", 2 * QUICK.additive_max_n, 1, 2, 16, False, "fwd")
+    assert "capped" in skip_reason(capped, QUICK, CPU, 4)
+    assert all(not c.causal for c in memory_cases(DEFAULT))
+
+
+def test_measure_memory_dot_exceeds_chunked_in_fresh_processes(tmp_path) -> None:
+    dot, chunked, huge = (
+        KernelCase("dot", 2048, 1, 4, 32, False, "fwd"),  # 64 MiB score matrix
+        KernelCase("chunked", 2048, 1, 4, 32, False, "fwd"),  # 8 MiB blocks
+        KernelCase("dot", 1 << 20, 1, 8, 64, False, "fwd"),
+    )
+    rows = measure_memory([dot, chunked, huge], QUICK, CPU)
+    assert [r["status"] for r in rows] == ["ok", "ok", "skipped"], rows
+    assert rows[0]["peak_mem_mb"] > 2 * rows[1]["peak_mem_mb"]
+    assert 0.6 < rows[0]["peak_mem_mb"] / rows[0]["predicted_mem_mb"] < 1.4  # the model holds
+    path = tmp_path / "kernel_memory_cpu.csv"
+    write_csv_atomic(rows, path)
+    with path.open() as f:
+        assert tuple(next(csv.reader(f))) == CSV_COLUMNS
+
+
+def test_synchronize_cpu_is_a_noop_that_never_touches_cuda(monkeypatch) -> None:
+    def boom(*args: object) -> None:
+        raise AssertionError("torch.cuda.synchronize called on a CPU run")
+
+    monkeypatch.setattr(torch.cuda, "synchronize", boom)
+    assert devices.synchronize(CPU) is None
+
+
+def test_resolve_device_rejects_unknown_and_unavailable_devices() -> None:
+    assert devices.resolve_device("cpu") == CPU
+    assert devices.resolve_device("auto").type in ("cpu", "cuda", "mps")
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        devices.resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="'cuda' is not available"):
+            devices.resolve_device("cuda")
+
+
+def test_environment_records_allocator_and_threads(monkeypatch) -> None:
+    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4")
+    env = devices.environment(CPU)
+    assert env["allocator"] == "tcmalloc" and env["threads"] == torch.get_num_threads()
+    assert {"torch", "cpu_model", "gpu", "git_commit"} <= set(env) and "hostname" not in env
+    monkeypatch.delenv("LD_PRELOAD")
+    assert devices.allocator() in ("glibc", "system")
+
+
+def test_peak_memory_read_sees_a_cpu_allocation() -> None:
+    devices.peak_memory_reset(CPU)
+    before = devices.peak_memory_read(CPU)
+    block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched: above glibc's mmap threshold
+    assert devices.peak_memory_read(CPU) - before > 48 * 2**20
+    del block
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_peak_memory_and_synchronize_on_cuda() -> None:
+    cuda = devices.resolve_device("cuda")
+    devices.peak_memory_reset(cuda)
+    base = devices.current_memory(cuda)
+    x = torch.ones(2**20, device=cuda)  # 4 MiB
+    devices.synchronize(cuda)
+    assert devices.peak_memory_read(cuda) - base >= 4 * 2**20
+    assert devices.environment(cuda)["gpu"]
+    del x
