@@ -1,0 +1,315 @@
+"""Report sections built from the timing benchmarks: attention kernels vs N (kernels_<device>.json,
+pytest-benchmark JSON), their peak memory (kernel_memory_<device>.csv), decoding latency and
+training-step throughput per decoder.
+
+Shapes: B batch, H heads, N sequence length (T = S = N), Dh head width, t decode prefix length,
+T training target length. FLOPs follow FlashAttention (4*B*H*N^2*Dh forward, /2 causal, x3.5
+forward+backward); each kernel's rate is quoted as a share of the GEMM peak measured in the same
+run, never of a spec sheet. Times are pytest-benchmark medians with their IQR.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from benchmarks import plots
+from benchmarks.report_base import Report, fmt, numeric
+
+KERNEL_COLUMNS = "kernel mode causal n b median_ms iqr_ms".split()
+KERNEL_NUMERIC = "n b h dh t tokens flops query_key_pairs median_s iqr_s peak_mem_mb batch".split()
+
+
+def bench_frame(js: dict[str, Any]) -> pd.DataFrame:
+    """One row per benchmark: its extra_info, median/IQR seconds and a decoder `variant` label."""
+    rows = []
+    for b in js.get("benchmarks", []):
+        info, stats = dict(b.get("extra_info", {})), b.get("stats", {})
+        row = info | {
+            "name": b.get("name"),
+            "median_s": stats.get("median"),
+            "iqr_s": stats.get("iqr"),
+            "rounds": stats.get("rounds"),
+        }
+        if "decoder" in info:
+            cache = info.get("use_cache")
+            suffix = {True: " (KV cache)", False: " (recompute)"}.get(cache, "")
+            row["variant"] = f"{info['decoder']}{suffix}"
+        rows.append(row)
+    return numeric(pd.DataFrame(rows, columns=sorted({k for r in rows for k in r})), KERNEL_NUMERIC)
+
+
+def kernels(rep: Report, jsons: dict[str, dict], memory: dict[str, pd.DataFrame]) -> None:
+    rep.h(2, "Attention kernels, decoding and training speed")
+    if not jsons and not memory:
+        rep.say(
+            "No `kernels_<device>.json` or `kernel_memory_<device>.csv` in the raw results: "
+            "run `python -m benchmarks kernels --profile default --device cpu`."
+        )
+        return
+    for dev in sorted(set(jsons) | set(memory)):
+        js = jsons.get(dev, {})
+        bench = bench_frame(js) if js else pd.DataFrame(columns=["kind"])
+        if "kind" not in bench:
+            bench["kind"] = None
+        gflop = "tflop_per_s" if dev == "cuda" else "gflop_per_s"
+        _kernel_times(rep, bench, dev, gflop)
+        _skipped(rep, js.get("skipped", []), memory.get(dev), dev)
+        if dev in memory:
+            _memory(rep, numeric(memory[dev], ["n", "b", "peak_mem_mb", "predicted_mem_mb"]), dev)
+        _decode(rep, bench[bench["kind"] == "decode_step"], dev)
+        _decode_total(rep, bench[bench["kind"] == "decode_total"], dev)
+        _train(rep, bench[bench["kind"] == "train_step"], dev)
+
+
+def _kernel_times(rep: Report, bench: pd.DataFrame, dev: str, unit: str) -> None:
+    rep.h(3, f"Kernel time and throughput vs N ({dev})")
+    k = bench[bench["kind"] == "kernel"].copy()
+    if k.empty:
+        rep.say(f"No kernel timings for {dev}.")
+        return
+    gemm = bench[bench["kind"] == "gemm"]
+    scale = 1e12 if unit == "tflop_per_s" else 1e9
+    peak = float((gemm["flops"] / gemm["median_s"]).max() / scale) if not gemm.empty else None
+    k["median_ms"], k["iqr_ms"] = k["median_s"] * 1e3, k["iqr_s"] * 1e3
+    k[unit] = k["flops"] / k["median_s"] / scale
+    k["pct_gemm_peak"] = 100 * k[unit] / peak if peak else float("nan")
+    k["tokens_per_s"] = k["tokens"] / k["median_s"]
+    k["mpairs_per_s"] = k["query_key_pairs"] / k["median_s"] / 1e6
+    cols = [*KERNEL_COLUMNS, unit, "pct_gemm_peak", "tokens_per_s", "mpairs_per_s"]
+    if "peak_mem_mb" in k and k["peak_mem_mb"].notna().any():
+        cols.append("peak_mem_mb")  # CUDA: the allocator's peak, measured in the timed process
+    k = k.sort_values(["mode", "causal", "kernel", "n"])
+    rate = unit.replace("_per_s", "").upper() + "/s"
+    rep.say(_peak_reading(bench, gemm, peak, rate))
+    rep.say(_kernel_reading(k, unit, rate), _relative_to_sdpa(k))
+    rep.say(
+        "Tokens per call (B·N) are constant across N, so time grows only through the N² "
+        "work; additive attention has no FLOP count and is reported in query-key pairs/s."
+    )
+    rep.figure(
+        f"kernel_time_{dev}",
+        plots.facets(
+            k, "n", "median_ms", "kernel", "mode", "causal", f"kernel time ({dev})", "median ms"
+        ),
+    )
+    hline = None if peak is None else (peak, "GEMM peak")
+    rep.figure(
+        f"kernel_throughput_{dev}",
+        plots.facets(
+            k, "n", unit, "kernel", "mode", "causal", f"kernel throughput ({dev})", rate, hline
+        ),
+    )
+    _kernel_pivots(rep, k, dev)
+    rep.table(f"kernels_{dev}", k[cols], f"Every kernel case ({dev}): median over rounds")
+
+
+def _peak_reading(bench: pd.DataFrame, gemm: pd.DataFrame, peak: float | None, rate: str) -> str:
+    """The GEMM peak the rates are shares of, and how loaded the machine was meanwhile."""
+    text = ""
+    if peak is not None:
+        g = gemm.iloc[0]
+        text = (
+            f"GEMM peak measured in this run: {fmt(peak)} {rate} ({g.get('dtype', '?')}, "
+            f"n={int(g['n'])}, {fmt(g.get('threads'))} threads, allocator "
+            f"{g.get('allocator', '?')}); every kernel's rate is a share of it. "
+        )
+    load = pd.to_numeric(bench.get("load_1m", pd.Series()), errors="coerce").dropna()
+    if not load.empty:
+        text += (
+            f"1-minute load average during the timings: {fmt(load.min())}–{fmt(load.max())} "
+            "(other processes sharing the cores make timings noisier)."
+        )
+    return text.strip()
+
+
+def _kernel_pivots(rep: Report, k: pd.DataFrame, dev: str) -> None:
+    """Compact views for the README: median ms and share of the GEMM peak, kernel x N."""
+    views = [("median_ms", "kernel_ms", "Median ms by N"),
+             ("pct_gemm_peak", "kernel_peak_pct", "% of the GEMM peak by N")]  # fmt: skip
+    for value, name, what in views:
+        pivot = k.pivot_table(index=["mode", "causal", "kernel"], columns="n", values=value)
+        if pivot.empty:
+            continue
+        pivot.columns = [f"N={int(n)}" for n in pivot.columns]
+        rep.table(f"{name}_{dev}", pivot.reset_index(), f"{what} ({dev})")
+
+
+def _kernel_reading(k: pd.DataFrame, unit: str, rate: str) -> str:
+    """Forward, full attention: each kernel at the largest N it ran."""
+    full = k[(k["mode"] == "fwd") & ~k["causal"].astype(bool)]
+    if full.empty:
+        return ""
+    parts = []
+    for r in full.loc[full.groupby("kernel")["n"].idxmax()].itertuples():
+        part = f"{r.kernel} N={int(r.n)}: {fmt(r.median_ms)} ms"
+        if pd.notna(getattr(r, unit)) and pd.notna(r.pct_gemm_peak):
+            part += f", {fmt(getattr(r, unit))} {rate} ({fmt(r.pct_gemm_peak)} % of GEMM peak)"
+        parts.append(part)
+    return "Forward, full attention, at each kernel's largest N: " + "; ".join(parts) + "."
+
+
+def _relative_to_sdpa(k: pd.DataFrame) -> str:
+    """Full attention: time of every other kernel over sdpa's, per mode, at the largest N both
+    ran (the causal ratios are in the tables)."""
+    parts = []
+    for mode, g in k[~k["causal"].astype(bool)].groupby("mode", sort=True):
+        t = g.pivot_table(index="n", columns="kernel", values="median_ms", aggfunc="median")
+        if "sdpa" not in t:
+            continue
+        for kernel in (c for c in t.columns if c != "sdpa"):
+            both = t[["sdpa", kernel]].dropna()
+            if not both.empty:
+                n, row = both.index[-1], both.iloc[-1]
+                ratio = row[kernel] / row["sdpa"]
+                parts.append(f"{kernel} {ratio:.3g}× ({mode}, N={int(n)})")
+    text = "Full attention, time over sdpa's at the largest N both ran: "
+    return text + "; ".join(parts) + "." if parts else ""
+
+
+def _skipped(rep: Report, skipped: list[dict], memory: pd.DataFrame | None, dev: str) -> None:
+    rows = [
+        {
+            "what": "timing",
+            "case": s.get("name", "?"),
+            "status": "skipped",
+            "reason": s.get("reason", ""),
+        }
+        for s in skipped
+    ]
+    if memory is not None and not memory.empty:
+        bad = memory[memory["status"] != "ok"]
+        rows += [
+            {
+                "what": "memory",
+                "case": f"{r.kernel}-n{r.n}-{r.mode}",
+                "status": r.status,
+                "reason": r.reason,
+            }
+            for r in bad.itertuples()
+        ]
+    if rows:
+        rep.table(
+            f"kernels_skipped_{dev}",
+            pd.DataFrame(rows).sort_values(["what", "case"]),
+            f"Skipped or failed kernel cases ({dev}), with the reason",
+        )
+    else:
+        rep.say(f"No kernel case was skipped on {dev}.")
+
+
+def _memory(rep: Report, mem: pd.DataFrame, dev: str) -> None:
+    rep.h(3, f"Kernel peak memory vs N ({dev})")
+    ok = mem[mem["status"] == "ok"].sort_values(["mode", "kernel", "n"])
+    if ok.empty:
+        rep.say(f"No kernel memory measurement succeeded on {dev}.")
+        return
+    where = "the allocator's peak" if dev == "cuda" else "VmHWM in a fresh process"
+    at = ok.loc[ok.groupby(["mode", "kernel"])["n"].idxmax()]
+    rep.say(
+        f"Peak memory above the inputs ({where}); at each kernel's largest measured N: "
+        + "; ".join(
+            f"{r.kernel} {r.mode} N={int(r.n)}: {fmt(r.peak_mem_mb)} MiB "
+            f"(predicted {fmt(r.predicted_mem_mb)})"
+            for r in at.itertuples()
+        )
+        + "."
+    )
+    rep.figure(
+        f"kernel_memory_{dev}",
+        plots.lines(
+            ok,
+            "n",
+            [("peak_mem_mb", "peak MiB above inputs")],
+            "kernel",
+            f"kernel peak memory ({dev})",
+            style="mode",
+            logx=True,
+            logy=True,
+        ),
+    )
+    cols = ["kernel", "mode", "n", "b", "peak_mem_mb", "predicted_mem_mb"]
+    rep.table(f"kernel_memory_{dev}", ok[cols], f"Kernel peak memory ({dev})")
+
+
+def _decode(rep: Report, d: pd.DataFrame, dev: str) -> None:
+    if d.empty:
+        return
+    rep.h(3, f"Decoding latency per token ({dev})")
+    d = d.assign(per_token_ms=d["median_s"] * 1e3)
+    top = d[d["t"] == d["t"].max()].sort_values("variant")
+    rep.say(
+        f"One `step` for a batch of {int(d['batch'].max())} sequences after t-1 earlier steps; "
+        f"at t={int(d['t'].max())}: "
+        + ", ".join(f"{r.variant} {fmt(r.per_token_ms)} ms" for r in top.itertuples())
+        + "."
+    )
+    table = d.pivot_table(index="variant", columns="t", values="per_token_ms", aggfunc="median")
+    table.columns = [f"t={int(t)} ms" for t in table.columns]
+    rep.figure(
+        f"decode_step_{dev}",
+        plots.lines(
+            d,
+            "t",
+            [("per_token_ms", "ms per step (batch)")],
+            "variant",
+            f"one decode step after t-1 tokens ({dev})",
+            logx=True,
+            logy=True,
+        ),
+    )
+    rep.table(f"decode_step_{dev}", table.reset_index(), f"Per-step latency, ms ({dev})")
+
+    def per_step(suffix: str) -> pd.DataFrame:
+        return d[d["variant"].str.endswith(suffix)][["decoder", "t", "per_token_ms"]]
+
+    kv = per_step("(KV cache)").merge(per_step("(recompute)"), on=["decoder", "t"])
+    kv.columns = ["decoder", "t", "cached_ms", "recompute_ms"]
+    kv["recompute_over_cached"] = kv["recompute_ms"] / kv["cached_ms"]
+    if not kv.empty:
+        kv = kv.sort_values(["decoder", "t"])
+        last = kv.iloc[-1]
+        rep.say(
+            f"At t={int(last.t)} one {last.decoder} step recomputing the prefix takes "
+            f"{fmt(last.recompute_ms)} ms, {last.recompute_over_cached:.3g}× the KV-cached "
+            f"step ({fmt(last.cached_ms)} ms)."
+        )
+        rep.table(f"kv_cache_{dev}", kv, f"KV cache vs recompute ({dev})")
+
+
+def _decode_total(rep: Report, d: pd.DataFrame, dev: str) -> None:
+    if d.empty:
+        return
+    d = d.assign(
+        total_ms=d["median_s"] * 1e3,
+        per_token_ms=d["median_s"] * 1e3 / d["t"],
+        tokens_per_s=d["batch"] * d["t"] / d["median_s"],
+    ).sort_values("variant")
+    rep.table(
+        f"decode_total_{dev}",
+        d[["variant", "t", "batch", "total_ms", "per_token_ms", "tokens_per_s"]],
+        f"Decoding T tokens from scratch ({dev})",
+    )
+
+
+def _train(rep: Report, d: pd.DataFrame, dev: str) -> None:
+    if d.empty:
+        return
+    rep.h(3, f"Training-step throughput ({dev})")
+    d = d.assign(tokens_per_s=d["tokens"] / d["median_s"])
+    top = d[d["t"] == d["t"].max()].sort_values("decoder")
+    rep.say(
+        f"Teacher-forced forward + backward + AdamW at T={int(d['t'].max())}: "
+        + ", ".join(f"{r.decoder} {fmt(r.tokens_per_s)} tokens/s" for r in top.itertuples())
+        + "."
+    )
+    rep.figure(
+        f"train_step_{dev}",
+        plots.lines(
+            d, "t", [("tokens_per_s", "tokens/s")], "decoder", f"training step ({dev})", logx=True
+        ),
+    )
+    table = d.pivot_table(index="decoder", columns="t", values="tokens_per_s", aggfunc="median")
+    table.columns = [f"T={int(t)} tokens/s" for t in table.columns]
+    rep.table(f"train_step_{dev}", table.reset_index(), f"Training-step tokens/s ({dev})")
