@@ -1,4 +1,4 @@
-"""`python -m benchmarks <command>`: train | caption | quality | ablations | kernels | report | all."""
+"""`python -m benchmarks <command>`: train, caption, quality, ablations, kernels, report, all."""
 
 from __future__ import annotations
 
@@ -30,6 +30,9 @@ def add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
             p.add_argument(
                 "--workers", type=int, default=None, help="local pool size (default: cores)"
             )
+            p.add_argument(
+                "--ray-address", default=None, help="with --executor ray: join this cluster"
+            )
     p = sub.add_parser("report", help="tables, plots and results/README.md from results/raw")
     p.add_argument("--results", type=Path, default=Path("results"))
 
@@ -43,7 +46,9 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     def log(line: str) -> None:
         print(line, flush=True)
 
-    ex = {"executor": args.executor, "workers": args.workers} if args.command != "kernels" else {}
+    ex = {}
+    if args.command != "kernels":
+        ex = {"executor": args.executor, "workers": args.workers, "ray_address": args.ray_address}
     if args.command == "quality":
         runner.run_quality(raw, args.profile, args.device, log, **ex)
     elif args.command == "ablations":

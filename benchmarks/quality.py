@@ -25,7 +25,8 @@ class Profile:
     seeds: tuple[int, ...]
     scan_splits: tuple[str, ...]
     steps: int  # training steps per cell, equal across decoders
-    tokens_per_batch: int  # batch size = clamp(tokens_per_batch // (L + 1), 16, 64)
+    tokens_per_batch: int  # batch size = tokens_per_batch // (L + 1) clamped to batch_range
+    batch_range: tuple[int, int] = (16, 32)
     d_model: int = 64
     n_train: int = 2000
     n_eval: int = 200  # val and test examples each
@@ -51,8 +52,9 @@ DEFAULT = Profile(
     (8, 16, 32, 64, 128),
     (0, 1, 2),
     ("simple", "length"),
-    steps=300,
-    tokens_per_batch=512,
+    steps=250,
+    tokens_per_batch=256,
+    n_eval=150,
 )
 FULL = Profile(
     "full",
@@ -62,6 +64,7 @@ FULL = Profile(
     ("simple", "length"),
     steps=3000,
     tokens_per_batch=2048,
+    batch_range=(32, 128),
     d_model=128,
     n_train=10000,
     n_eval=500,
@@ -80,9 +83,10 @@ def budget(
 ) -> dict:
     """TrainConfig fields for one cell: equal across decoders except the learning rate."""
     steps = steps or profile.steps
+    lo, hi = profile.batch_range
     return {
         "d_model": profile.d_model,
-        "batch_size": max(16, min(64, profile.tokens_per_batch // (length + 1))),
+        "batch_size": max(lo, min(hi, profile.tokens_per_batch // (length + 1))),
         "max_steps": steps,
         "warmup_steps": max(1, steps // 10),
         "eval_every": steps,  # one validation pass at the end keeps the sweep cheap

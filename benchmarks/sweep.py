@@ -4,8 +4,8 @@ A cell is one training run (task x decoder x options x seed x budget). Finished 
 atomically (the whole CSV rewritten to a temporary file, then renamed), so a killed sweep loses
 nothing already measured; a rerun skips every cell whose `cell_id` is already in the file. An
 exception inside a cell (out of memory, NaN loss, bad option) becomes a row with its status, and
-the sweep goes on. Cells run on an executor: `sequential` (in this process) or `local` (a process
-pool; each worker gets cores/workers torch threads).
+the sweep goes on. Cells run on an executor (benchmarks/executors.py): `sequential` (in this
+process), `local` (a process pool; each worker gets cores/workers torch threads) or `ray`.
 """
 
 from __future__ import annotations
@@ -14,14 +14,10 @@ import csv
 import hashlib
 import io
 import json
-import os
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -145,8 +141,13 @@ def run_sweep(
     executor: str = "local",
     workers: int | None = None,
     on_row: Callable[[dict[str, Any]], None] | None = None,
+    ray_address: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every cell not already in `out_csv`; returns all rows (old and new)."""
+    """Run every cell not already in `out_csv` on `executor` (see benchmarks/executors.py);
+    returns all rows (old and new)."""
+    from benchmarks.executors import get_executor  # it imports this module
+
+    run = get_executor(executor, device, workers, ray_address)  # a bad choice fails before work
     rows = read_rows(out_csv)
     done = {r["cell_id"] for r in rows}
     todo = [c for c in cells if c.cell_id not in done]
@@ -157,42 +158,9 @@ def run_sweep(
         if on_row:
             on_row(row)
 
-    if not todo:
-        return rows
-    if executor == "sequential" or device != "cpu":
-        for cell in todo:  # one GPU: cells run one after another on it
-            record(run_cell(cell, device))
-        return rows
-    if executor != "local":
-        raise ValueError(f"unknown executor '{executor}'; choose from ['local', 'sequential']")
-    workers = workers or max(1, min(len(todo), os.cpu_count() or 1))
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    _run_pool(todo, device, workers, threads, record)
+    if todo:
+        run(todo, record)
     return rows
-
-
-def _run_pool(todo: list[Cell], device: str, workers: int, threads: int, record: Callable) -> None:
-    """Process pool. When a worker dies every in-flight cell fails with BrokenProcessPool and we
-    cannot tell which one killed it: each is retried once in a fresh pool, and a cell that dies
-    twice becomes a 'worker_died' row, so a killer cell cannot hang or sink the sweep."""
-    pending, deaths = list(todo), dict.fromkeys((c.cell_id for c in todo), 0)
-    while pending:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(run_cell, c, device, threads): c for c in pending}
-            pending = []
-            for fut in as_completed(futures):
-                cell = futures[fut]
-                try:
-                    record(fut.result())
-                except BrokenProcessPool:
-                    deaths[cell.cell_id] += 1
-                    if deaths[cell.cell_id] < 2:
-                        pending.append(cell)
-                    else:
-                        record({"cell_id": cell.cell_id, "sweep": cell.sweep, "task": cell.task,
-                                "decoder": cell.decoder, "label": cell.label,
-                                "seed": cell.train.get("seed", 0), "status": "worker_died",
-                                "error": "worker process died twice running this cell"})
 
 
 def cell_dict(cell: Cell) -> dict[str, Any]:
