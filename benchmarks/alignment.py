@@ -27,7 +27,7 @@ def alignment_stats(
     if not examples:
         return {"fraction": None, "tokens": 0, "examples": [], "why": "task has no alignment"}
     model.eval()
-    stride = getattr(model.encoder, "stride", 1)  # source units per memory position
+    stride = model.encoder.stride  # source units per memory position; every encoder declares it
     batch = collate(examples, task.source_kind).to(device)
     enc = model.encode(batch.source, batch.source_mask)
     attn = model.decoder(enc, batch.tokens_in).attn  # (B, T, S) or None

@@ -85,6 +85,7 @@ class ImageGridEncoder(nn.Module):
         # strips; with it the loss fell to 0.2 by step 100. Statistics skip padded columns.
         self.norms = nn.ModuleList(MaskedBatchNorm2d(channels) for _ in range(3))
         self.height = height
+        self.stride = 2  # pixel columns per memory position (one 2x2 max-pool)
         self.column = nn.Linear(channels * (height // 2), d_model)
         self.norm = nn.LayerNorm(d_model)
         self.mlp = nn.Sequential(
@@ -176,6 +177,7 @@ class FeatureProjector(nn.Module):
 
     def __init__(self, feature_dim: int, d_model: int = 128):
         super().__init__()
+        self.stride = 1  # feature vectors per memory position
         self.proj = nn.Sequential(
             nn.Linear(feature_dim, d_model), nn.ReLU(), nn.Linear(d_model, d_model)
         )

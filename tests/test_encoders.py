@@ -81,3 +81,18 @@ def test_image_grid_batchnorm_statistics_ignore_padding():
     b = enc(padded, mask)
     torch.testing.assert_close(a.memory, b.memory[:, :12], rtol=1e-5, atol=1e-5)
     assert enc.norms[0].num_batches_tracked.item() == 2
+
+
+@pytest.mark.parametrize(
+    "name,cfg,source",
+    [
+        ("image_grid", {"height": 10}, torch.rand(2, 1, 10, 36)),
+        ("text", {"vocab_size": 20}, torch.randint(4, 20, (2, 9))),
+        ("features", {"feature_dim": 12}, torch.randn(2, 5, 12)),
+    ],
+)
+def test_encoder_stride_matches_memory_length(name, cfg, source):
+    """`stride` maps a source span to memory positions (alignment stats rely on it)."""
+    enc = create_encoder(name, d_model=D, **cfg).eval()
+    out = enc(source)
+    assert out.memory.shape[1] == source.shape[-1 if name == "image_grid" else 1] // enc.stride
