@@ -84,7 +84,8 @@ def run_train(args: argparse.Namespace) -> int:
         task_args["length"] = args.length
     if args.split is not None:
         task_args["split"] = args.split
-    task_args.setdefault("seed", args.seed) if args.task not in ("coco", "plain") else None
+    if args.task not in ("coco", "plain"):  # generated tasks share the run's seed by default
+        task_args.setdefault("seed", args.seed)
     cfg = TrainConfig(
         **{f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name != "decoder_cfg"},
         decoder_cfg=parse_kv(args.decoder_arg, "--decoder-arg"),
@@ -120,7 +121,7 @@ def add_caption_parser(sub: argparse._SubParsersAction) -> None:
 def run_caption(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     task_info = ckpt.get("task", {})
-    if not task_info.get("args") and task_info.get("name") not in ("digits",):
+    if task_info.get("args") is None:  # saved by train() without task_args: defaults could lie
         raise CheckpointError(f"checkpoint {args.checkpoint} does not record its task arguments")
     task = load_task(task_info["name"], **task_info["args"])
     known = {f.name for f in fields(TrainConfig)}

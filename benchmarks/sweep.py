@@ -17,7 +17,7 @@ import json
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,17 @@ import torch
 from benchmarks.checkpoint import atomic_write_bytes
 
 METRIC_COLUMNS = {  # report column -> key in the harness's metric dict
-    "bleu1": "bleu1", "bleu2": "bleu2", "bleu3": "bleu3", "bleu4": "bleu4", "meteor": "meteor",
-    "rouge_l": "rouge_l", "cider": "cider", "exact_match": "exact_match",
-    "token_acc": "token_accuracy", "ppl": "perplexity", "val_loss": "nll_per_token",
+    "bleu1": "bleu1",
+    "bleu2": "bleu2",
+    "bleu3": "bleu3",
+    "bleu4": "bleu4",
+    "meteor": "meteor",
+    "rouge_l": "rouge_l",
+    "cider": "cider",
+    "exact_match": "exact_match",
+    "token_acc": "token_accuracy",
+    "ppl": "perplexity",
+    "val_loss": "nll_per_token",
 }
 
 
@@ -47,8 +55,10 @@ class Cell:
 
     @property
     def cell_id(self) -> str:
-        blob = json.dumps([self.sweep, self.task, self.task_args, self.decoder, self.train,
-                           self.label], sort_keys=True)
+        blob = json.dumps(
+            [self.sweep, self.task, self.task_args, self.decoder, self.train, self.label],
+            sort_keys=True,
+        )
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
@@ -65,15 +75,24 @@ def run_cell(cell: Cell, device: str, threads: int | None = None) -> dict[str, A
 
         keep_meteor_alive()  # one JVM per worker process, not one per cell
     row: dict[str, Any] = {
-        "cell_id": cell.cell_id, "sweep": cell.sweep, "task": cell.task,
-        "length": cell.length, "split": cell.task_args.get("split"), "decoder": cell.decoder,
-        "label": cell.label, "seed": cell.train.get("seed", 0),
+        "cell_id": cell.cell_id,
+        "sweep": cell.sweep,
+        "task": cell.task,
+        "length": cell.length,
+        "split": cell.task_args.get("split"),
+        "decoder": cell.decoder,
+        "label": cell.label,
+        "seed": cell.train.get("seed", 0),
         "task_args": json.dumps(cell.task_args, sort_keys=True),
         "train_cfg": json.dumps(cell.train, sort_keys=True),
     }
     env = environment(resolve_device(device))
-    row.update(device=device, torch=env.get("torch"), threads=torch.get_num_threads(),
-               git_commit=env.get("git_commit"))
+    row.update(
+        device=device,
+        torch=env.get("torch"),
+        threads=torch.get_num_threads(),
+        git_commit=env.get("git_commit"),
+    )
     t0 = time.perf_counter()
     try:
         task = load_task(cell.task, **cell.task_args)
@@ -81,13 +100,18 @@ def run_cell(cell: Cell, device: str, threads: int | None = None) -> dict[str, A
     except Exception as exc:  # noqa: BLE001 - any failure is a result of this cell
         row.update(status=_status(exc), error=_one_line(exc), wall_s=time.perf_counter() - t0)
         return row
-    row.update(params=result.params, steps=result.steps, train_s=round(result.train_s, 3),
-               tokens_per_s=round(result.tokens_per_s, 1))
+    row.update(
+        params=result.params,
+        steps=result.steps,
+        train_s=round(result.train_s, 3),
+        tokens_per_s=round(result.tokens_per_s, 1),
+    )
     for col, key in METRIC_COLUMNS.items():
         row[col] = result.test.get(key)
     row["val_exact_match"] = result.val.get("exact_match")
     row["test_buckets"] = json.dumps(
-        {k: v for k, v in result.test.items() if k.startswith("len")}, sort_keys=True)
+        {k: v for k, v in result.test.items() if k.startswith("len")}, sort_keys=True
+    )
     row["history"] = json.dumps(result.history)
     row["meteor_missing_reason"] = result.test.get("meteor_missing_reason", "")
     row["tf_token_acc"] = result.test.get("tf_token_accuracy")
@@ -161,7 +185,3 @@ def run_sweep(
     if todo:
         run(todo, record)
     return rows
-
-
-def cell_dict(cell: Cell) -> dict[str, Any]:
-    return asdict(cell) | {"cell_id": cell.cell_id}

@@ -200,7 +200,7 @@ def train(
                         "decoder": cfg.decoder,
                         "vocab": vocab,
                         "config": asdict(cfg),
-                        "task": {"name": task.name, "args": task_args or {}},
+                        "task": {"name": task.name, "args": task_args},
                         "model": model.state_dict(),
                         "optimizer": opt.state_dict(),
                         "scheduler": sched.state_dict(),

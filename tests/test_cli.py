@@ -146,3 +146,22 @@ def test_cli_module_exit_code_in_subprocess():
     assert proc.stderr.strip().splitlines() == [
         f"error: unknown task 'nope'; choose from {list_tasks()}"
     ]
+
+
+def test_cli_caption_refuses_checkpoint_without_task_args(tmp_path, capsys):
+    """train() called from code without task_args: caption must not guess the task's defaults."""
+    from benchmarks.tasks import load_task
+    from benchmarks.train import TrainConfig, train
+
+    task = load_task("reverse", length=3, n_train=16, n_val=4, n_test=4, num_symbols=6)
+    cfg = TrainConfig(
+        decoder="rnn",
+        d_model=16,
+        max_steps=2,
+        eval_every=2,
+        meteor=False,
+        checkpoint_dir=str(tmp_path),
+    )
+    train(task, cfg)
+    line = run_bad(["caption", "--checkpoint", str(tmp_path / "last.pt")], capsys)
+    assert "does not record its task arguments" in line
