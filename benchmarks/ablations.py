@@ -39,7 +39,7 @@ def _cell(
     eval_every: int | None = None,
     **extra: Any,
 ) -> Cell:
-    sizes = {"n_train": profile.n_train, "n_val": profile.n_eval, "n_test": profile.n_eval}
+    sizes = profile.task_sizes
     steps = profile.steps * ABLATION_STEPS
     train = budget(profile, decoder, length, seed=0, steps=steps) | {"decoder_cfg": decoder_cfg}
     if eval_every:

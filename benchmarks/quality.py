@@ -8,8 +8,7 @@ carries a similar number of target tokens at every length.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from benchmarks.sweep import Cell
 
@@ -31,7 +30,11 @@ class Profile:
     n_train: int = 2000
     n_eval: int = 200  # val and test examples each
     scan_steps: int = 0  # 0 = same as steps
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def task_sizes(self) -> dict[str, int]:
+        """Split sizes passed to every generated task."""
+        return {"n_train": self.n_train, "n_val": self.n_eval, "n_test": self.n_eval}
 
 
 QUICK = Profile(
@@ -98,7 +101,7 @@ def budget(
 
 def quality_cells(profile: Profile) -> list[Cell]:
     cells = []
-    sizes = {"n_train": profile.n_train, "n_val": profile.n_eval, "n_test": profile.n_eval}
+    sizes = profile.task_sizes
     for seed in profile.seeds:
         for task, lengths in (
             ("digits", profile.digits_lengths),

@@ -212,7 +212,8 @@ def train(
     bar.close()
     if best_weights is not None:
         model.load_state_dict(best_weights)
-    val = evaluate(model, task, task.val, device, 1, caption_metrics=False)
+    # the best weights were already evaluated on val in _validate: reuse, don't decode again
+    val = state.get("best_val") or evaluate(model, task, task.val, device, 1, caption_metrics=False)
     test = evaluate(model, task, task.test, device, cfg.beam_size, meteor=cfg.meteor)
     return TrainResult(
         config=asdict(cfg),
@@ -229,7 +230,14 @@ def train(
     )
 
 
-def _validate(model, task, cfg, device, state, running) -> bool:
+def _validate(
+    model: Seq2Seq,
+    task: TaskData,
+    cfg: TrainConfig,
+    device: torch.device,
+    state: dict[str, Any],
+    running: list[float],
+) -> bool:
     """Greedy validation pass; updates best/bad_evals; returns True when patience runs out."""
     metrics = evaluate(model, task, task.val, device, 1, caption_metrics=False)
     row = {"step": state["step"], "train_loss": float(np.mean(running)) if running else math.nan}
@@ -238,6 +246,7 @@ def _validate(model, task, cfg, device, state, running) -> bool:
     score = metrics[cfg.select_metric]
     if state["best"] is None or score > state["best"]:
         state["best"], state["bad_evals"] = score, 0
+        state["best_val"] = metrics  # the val metrics of the weights train() will return
     else:
         state["bad_evals"] += 1
     return cfg.patience > 0 and state["bad_evals"] >= cfg.patience
