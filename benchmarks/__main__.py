@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmarks.checkpoint import CheckpointError
-from benchmarks.cli_train import add_caption_parser, add_train_parser, run_caption, run_train
+from benchmarks.harness.checkpoint import CheckpointError
+from benchmarks.cli import add_caption_parser, add_train_parser, run_caption, run_train
 from benchmarks.tasks import TaskError
 
 SWEEPS = ("quality", "ablations", "kernels", "all")
@@ -38,7 +38,7 @@ def add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def run_sweep_command(args: argparse.Namespace) -> int:
-    from benchmarks import runner
+    from benchmarks.sweeps import runner
 
     raw = args.results / "raw"
     raw.mkdir(parents=True, exist_ok=True)
@@ -54,7 +54,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     elif args.command == "ablations":
         runner.run_ablations(raw, args.profile, args.device, log, **ex)
     elif args.command == "kernels":
-        from benchmarks.kernels import run_kernels
+        from benchmarks.timing.kernels import run_kernels
 
         for path in run_kernels(args.device, args.profile, raw):
             log(f"wrote {path}")
@@ -65,7 +65,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from benchmarks.report import build_report
+    from benchmarks.report.build import build_report
 
     for path in build_report(args.results / "raw", args.results):
         print(f"wrote {path}")

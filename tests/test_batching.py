@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import benchmarks.tasks.sequences  # noqa: F401  registers copy / reverse / sort
-from benchmarks.batching import CHUNK_BATCHES, Batch, bucket_batches, collate
+from benchmarks.harness.batching import CHUNK_BATCHES, Batch, bucket_batches, collate
 from benchmarks.tasks.base import Example, load_task
 from models.base import BOS, EOS, PAD
 

@@ -151,7 +151,7 @@ def test_cli_module_exit_code_in_subprocess():
 def test_cli_caption_refuses_checkpoint_without_task_args(tmp_path, capsys):
     """train() called from code without task_args: caption must not guess the task's defaults."""
     from benchmarks.tasks import load_task
-    from benchmarks.train import TrainConfig, train
+    from benchmarks.harness.train import TrainConfig, train
 
     task = load_task("reverse", length=3, n_train=16, n_val=4, n_test=4, num_symbols=6)
     cfg = TrainConfig(

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from benchmarks.executors import RETRIES, get_executor, init_local_ray
-from benchmarks.sweep import METRIC_COLUMNS, Cell, read_rows, run_cell, run_sweep
+from benchmarks.sweeps.executors import RETRIES, get_executor, init_local_ray
+from benchmarks.sweeps.sweep import METRIC_COLUMNS, Cell, read_rows, run_cell, run_sweep
 
 COMPARED = [*METRIC_COLUMNS, "params", "steps", "val_exact_match", "test_buckets", "history"]
 

@@ -14,8 +14,8 @@ import sys
 import pytest
 import torch
 
-from benchmarks import devices
-from benchmarks.kernels import (
+from benchmarks.timing import devices
+from benchmarks.timing.kernels import (
     CSV_COLUMNS,
     DEFAULT,
     QUICK,
@@ -34,7 +34,7 @@ CPU = torch.device("cpu")
 
 
 def test_bench_attention_quick_profile_passes() -> None:
-    cmd = [sys.executable, "-m", "pytest", "benchmarks/bench_attention.py", "--benchmark-disable"]
+    cmd = [sys.executable, "-m", "pytest", "benchmarks/timing/bench_attention.py", "--benchmark-disable"]
     cmd += ["--profile", "quick", "-q", "-p", "no:cacheprovider"]
     run = subprocess.run(cmd, cwd=devices.REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]

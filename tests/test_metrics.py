@@ -1,4 +1,4 @@
-"""Tests for benchmarks.metrics: caption metrics by hand and by an independent CIDEr-D, id metrics.
+"""Tests for benchmarks.harness.metrics: caption metrics by hand and by an independent CIDEr-D, id metrics.
 
 METEOR starts one JVM for the whole file (module fixture); every other test runs without it.
 """
@@ -12,8 +12,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from benchmarks import metrics
-from benchmarks.metrics import (
+from benchmarks.harness import metrics
+from benchmarks.harness.metrics import (
     caption_metrics,
     exact_match,
     per_length_buckets,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.report import build_report, load_raw, main
-from benchmarks.report_base import fmt, markdown, pm
+from benchmarks.report.build import build_report, load_raw, main
+from benchmarks.report.base import fmt, markdown, pm
 
 GEMM_FLOPS, GEMM_S = 2.0e9, 0.02  # a 100 GFLOP/s peak
 BASE = {"device": "cpu", "torch": "2.13.0+cpu", "threads": 2, "git_commit": "abc123"}

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import checkpoint as ckpt_mod
-from benchmarks import train as train_mod
-from benchmarks.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from benchmarks.harness import checkpoint as ckpt_mod
+from benchmarks.harness import train as train_mod
+from benchmarks.harness.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from benchmarks.tasks import load_task
 from benchmarks.tasks.base import TaskData
-from benchmarks.train import TrainConfig, build_model, lr_factor, sequence_loss, train
+from benchmarks.harness.train import TrainConfig, build_model, lr_factor, sequence_loss, train
 from models import list_decoders
 from models.base import PAD
 from tests.real_data_fixtures import write_coco, write_plain

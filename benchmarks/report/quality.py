@@ -11,8 +11,8 @@ import re
 
 import pandas as pd
 
-from benchmarks import plots
-from benchmarks.report_base import Report, fmt, numeric, parse_json, summarise
+from benchmarks.report import plots
+from benchmarks.report.base import Report, fmt, numeric, parse_json, summarise
 
 BUCKET_METRICS = ["exact_match", "token_accuracy", "nll"]
 READY = 0.95  # "keeps >= 95 % exact match"

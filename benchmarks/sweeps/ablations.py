@@ -1,6 +1,6 @@
 """`python -m benchmarks ablations`: the seed's claims, each measured.
 
-1. Context-vector bottleneck -> the quality sweep itself (benchmarks/quality.py).
+1. Context-vector bottleneck -> the quality sweep itself (benchmarks/sweeps/quality.py).
 2. Alignment: heat maps + the fraction of output tokens whose attention argmax falls on the input
    position that produced them (rnn_attn and Transformer, digits and reverse).
 3. sqrt(D) scaling: softmax entropy and logit-gradient norm at initialisation across Dh (no
@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from benchmarks.quality import Profile, budget
-from benchmarks.sweep import Cell
+from benchmarks.sweeps.quality import Profile, budget
+from benchmarks.sweeps.sweep import Cell
 
 SCALING_DH = (16, 32, 64, 128, 256, 512, 1024)
 # Ablation cells are few, and a variant that has not trained says nothing about the variant:

@@ -12,12 +12,12 @@ from typing import Any
 
 import torch
 
-from benchmarks.batching import collate
-from benchmarks.checkpoint import CheckpointError, load_checkpoint, load_state
-from benchmarks.devices import resolve_device
-from benchmarks.heatmaps import save_heatmaps
+from benchmarks.harness.batching import collate
+from benchmarks.harness.checkpoint import CheckpointError, load_checkpoint, load_state
+from benchmarks.timing.devices import resolve_device
+from benchmarks.report.heatmaps import save_heatmaps
 from benchmarks.tasks import load_task
-from benchmarks.train import TrainConfig, build_model, train
+from benchmarks.harness.train import TrainConfig, build_model, train
 from models.seq2seq import greedy
 
 

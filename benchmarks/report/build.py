@@ -17,10 +17,10 @@ from typing import Any
 
 import pandas as pd
 
-from benchmarks.report_ablations import ablations
-from benchmarks.report_base import Report, fmt, parse_json
-from benchmarks.report_kernels import kernels
-from benchmarks.report_quality import quality
+from benchmarks.report.ablations import ablations
+from benchmarks.report.base import Report, fmt, parse_json
+from benchmarks.report.kernels import kernels
+from benchmarks.report.quality import quality
 
 KINDS = {  # raw file kind -> extension; file name = <kind>_<device>.<ext>
     "quality": "csv", "ablations": "csv", "scaling_init": "csv", "kernels": "json",
@@ -186,7 +186,7 @@ def _training_profile(df: pd.DataFrame | None) -> str:
     """The quality/ablation profile whose budget (steps, width) the rows' train_cfg matches."""
     if df is None or "train_cfg" not in df:
         return "default"
-    from benchmarks.quality import PROFILES  # imports torch: only when there are rows to match
+    from benchmarks.sweeps.quality import PROFILES  # imports torch: only when there are rows to match
 
     for cfg in (parse_json(c, {}) for c in df["train_cfg"]):
         for name, p in PROFILES.items():

@@ -28,7 +28,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from benchmarks.sweep import Cell, _one_line, run_cell
+from benchmarks.sweeps.sweep import Cell, _one_line, run_cell
 
 Record = Callable[[dict[str, Any]], None]
 CellFn = Callable[[Cell, str, int | None], dict[str, Any]]
@@ -246,7 +246,7 @@ def _run_ray(
     cell_fn: CellFn,
 ) -> None:
     """One Ray task per cell; rows are recorded on the driver as tasks finish."""
-    from benchmarks.devices import git_commit
+    from benchmarks.timing.devices import git_commit
 
     ray = _import_ray()
     owned = _connect(ray, address)

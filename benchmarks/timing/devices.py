@@ -20,7 +20,7 @@ import torch
 
 DEVICES = ("cpu", "cuda", "mps", "auto")
 ALLOCATORS = ("tcmalloc", "jemalloc", "mimalloc")  # what LD_PRELOAD may swap in for glibc malloc
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _available(name: str) -> bool:

@@ -13,11 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.ablations import ablation_cells, scaling_init_rows
-from benchmarks.checkpoint import atomic_write_bytes
-from benchmarks.devices import environment, resolve_device
-from benchmarks.quality import get_profile, quality_cells
-from benchmarks.sweep import run_sweep, write_rows
+from benchmarks.sweeps.ablations import ablation_cells, scaling_init_rows
+from benchmarks.harness.checkpoint import atomic_write_bytes
+from benchmarks.timing.devices import environment, resolve_device
+from benchmarks.sweeps.quality import get_profile, quality_cells
+from benchmarks.sweeps.sweep import run_sweep, write_rows
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -61,8 +61,8 @@ def run_all(
     raw: Path, results: Path, profile: str, device: str, log: Callable[[str], None], **ex: Any
 ) -> dict[str, float]:
     """Every phase in order; returns seconds per phase (also written beside the raw data)."""
-    from benchmarks.kernels import run_kernels
-    from benchmarks.report import build_report
+    from benchmarks.timing.kernels import run_kernels
+    from benchmarks.report.build import build_report
 
     resolve_device(device)  # fail before any work if the device is missing
     raw.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
-"""pytest options and fixtures for `benchmarks/bench_attention.py` (pytest-benchmark 5.3).
+"""pytest options and fixtures for `benchmarks/timing/bench_attention.py` (pytest-benchmark 5.3).
 
-    pytest benchmarks/bench_attention.py --device cpu|cuda --profile quick|default|full \
+    pytest benchmarks/timing/bench_attention.py --device cpu|cuda --profile quick|default|full \
         --benchmark-json=results/raw/kernels_cpu.json
 
 Every skipped case is kept, with its reason, in the JSON's `skipped` list, and the machine
@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import torch
 
-from benchmarks.devices import DEVICES, environment, resolve_device
-from benchmarks.kernels import PROFILES, Profile
+from benchmarks.timing.devices import DEVICES, environment, resolve_device
+from benchmarks.timing.kernels import PROFILES, Profile
 
 SKIPS = pytest.StashKey[list]()
 

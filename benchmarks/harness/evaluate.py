@@ -11,8 +11,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from benchmarks.batching import bucket_batches, collate
-from benchmarks.metrics import exact_match, sequence_metrics, token_accuracy, trim_ids
+from benchmarks.harness.batching import bucket_batches, collate
+from benchmarks.harness.metrics import exact_match, sequence_metrics, token_accuracy, trim_ids
 from benchmarks.tasks.base import Example, TaskData
 from models.base import PAD
 from models.seq2seq import Seq2Seq, beam_search, greedy

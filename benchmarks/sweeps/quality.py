@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from benchmarks.sweep import Cell
+from benchmarks.sweeps.sweep import Cell
 
 DECODERS = ("rnn", "rnn_attn", "transformer")
 LEARNING_RATE = {"rnn": 3e-3, "rnn_attn": 3e-3, "transformer": 1e-3}

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks import plots
-from benchmarks.heatmaps import save_heatmaps
-from benchmarks.report_base import Report, fmt, numeric, parse_json, summarise
-from benchmarks.report_quality import ok_rows
+from benchmarks.report import plots
+from benchmarks.report.heatmaps import save_heatmaps
+from benchmarks.report.base import Report, fmt, numeric, parse_json, summarise
+from benchmarks.report.quality import ok_rows
 
 
 def ablations(rep: Report, frames: dict[str, pd.DataFrame], init: dict[str, pd.DataFrame]) -> None:

@@ -4,7 +4,7 @@ A cell is one training run (task x decoder x options x seed x budget). Finished 
 atomically (the whole CSV rewritten to a temporary file, then renamed), so a killed sweep loses
 nothing already measured; a rerun skips every cell whose `cell_id` is already in the file. An
 exception inside a cell (out of memory, NaN loss, bad option) becomes a row with its status, and
-the sweep goes on. Cells run on an executor (benchmarks/executors.py): `sequential` (in this
+the sweep goes on. Cells run on an executor (benchmarks/sweeps/executors.py): `sequential` (in this
 process), `local` (a process pool; each worker gets cores/workers torch threads) or `ray`.
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.checkpoint import atomic_write_bytes
+from benchmarks.harness.checkpoint import atomic_write_bytes
 
 METRIC_COLUMNS = {  # report column -> key in the harness's metric dict
     "bleu1": "bleu1",
@@ -64,14 +64,14 @@ class Cell:
 
 def run_cell(cell: Cell, device: str, threads: int | None = None) -> dict[str, Any]:
     """Train and evaluate one cell; never raises: failures become a row with a status."""
-    from benchmarks.devices import environment, resolve_device
+    from benchmarks.timing.devices import environment, resolve_device
     from benchmarks.tasks import load_task
-    from benchmarks.train import TrainConfig, train
+    from benchmarks.harness.train import TrainConfig, train
 
     if threads:
         torch.set_num_threads(threads)
     if cell.train.get("meteor", True):
-        from benchmarks.metrics import keep_meteor_alive
+        from benchmarks.harness.metrics import keep_meteor_alive
 
         keep_meteor_alive()  # one JVM per worker process, not one per cell
     row: dict[str, Any] = {
@@ -116,7 +116,7 @@ def run_cell(cell: Cell, device: str, threads: int | None = None) -> dict[str, A
     row["meteor_missing_reason"] = result.test.get("meteor_missing_reason", "")
     row["tf_token_acc"] = result.test.get("tf_token_accuracy")
     if cell.extra.get("alignment"):
-        from benchmarks.alignment import alignment_stats
+        from benchmarks.sweeps.alignment_stats import alignment_stats
 
         stats = alignment_stats(result.model, task, resolve_device(device))
         row["alignment_fraction"] = stats["fraction"]
@@ -167,9 +167,9 @@ def run_sweep(
     on_row: Callable[[dict[str, Any]], None] | None = None,
     ray_address: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every cell not already in `out_csv` on `executor` (see benchmarks/executors.py);
+    """Run every cell not already in `out_csv` on `executor` (see benchmarks/sweeps/executors.py);
     returns all rows (old and new)."""
-    from benchmarks.executors import get_executor  # it imports this module
+    from benchmarks.sweeps.executors import get_executor  # it imports this module
 
     run = get_executor(executor, device, workers, ray_address)  # a bad choice fails before work
     rows = read_rows(out_csv)

@@ -14,8 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from benchmarks import plots
-from benchmarks.report_base import Report, fmt, numeric
+from benchmarks.report import plots
+from benchmarks.report.base import Report, fmt, numeric
 
 KERNEL_COLUMNS = "kernel mode causal n b median_ms iqr_ms".split()
 KERNEL_NUMERIC = "n b h dh t tokens flops query_key_pairs median_s iqr_s peak_mem_mb batch".split()

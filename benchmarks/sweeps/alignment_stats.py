@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.batching import collate
+from benchmarks.harness.batching import collate
 from benchmarks.tasks.base import TaskData
 from models.seq2seq import Seq2Seq
 

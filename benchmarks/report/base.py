@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from benchmarks.plots import save_figure
+from benchmarks.report.plots import save_figure
 
 INT_COLUMNS = set("length seed seeds n b h dh t batch n_keys params steps threads".split())
 INLINE_ROWS = 40  # longer tables are linked from the README, not embedded

@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from benchmarks.batching import Batch, bucket_batches, collate
-from benchmarks.checkpoint import check_compatible, load_checkpoint, load_state, save_checkpoint
-from benchmarks.devices import resolve_device, synchronize
-from benchmarks.evaluate import evaluate
+from benchmarks.harness.batching import Batch, bucket_batches, collate
+from benchmarks.harness.checkpoint import check_compatible, load_checkpoint, load_state, save_checkpoint
+from benchmarks.timing.devices import resolve_device, synchronize
+from benchmarks.harness.evaluate import evaluate
 from benchmarks.tasks.base import TaskData
 from models import create_decoder, create_encoder
 from models.base import PAD

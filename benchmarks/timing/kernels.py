@@ -5,9 +5,9 @@ Following FlashAttention's benchmarks (Dao et al. 2022), tokens per call B*N sta
 N, so a kernel's time grows with N only through its N^2 work, and FLOPs are counted as
 4*B*H*N^2*Dh forward (halved when causal) and 3.5x that for forward+backward.
 
-Timings come from pytest-benchmark (`benchmarks/bench_attention.py`); CPU peak memory is measured
+Timings come from pytest-benchmark (`benchmarks/timing/bench_attention.py`); CPU peak memory is measured
 here, one case per fresh forked process (`measure_memory`), because an allocator's cached pages
-make in-process numbers meaningless. `python -m benchmarks.kernels --device cpu --profile default`
+make in-process numbers meaningless. `python -m benchmarks.timing.kernels --device cpu --profile default`
 runs both and writes results/raw/kernels_<device>.json and kernel_memory_<device>.csv.
 """
 
@@ -29,7 +29,7 @@ from typing import Any, Literal
 import torch
 
 import models  # noqa: F401  (registers every kernel)
-from benchmarks.devices import (
+from benchmarks.timing.devices import (
     REPO_ROOT,
     current_memory,
     git_commit,
@@ -300,7 +300,7 @@ def _measure_cpu(cases: list[KernelCase], seed: int) -> list[Row]:
     The caller may have run torch code already (its allocator is warm, its OpenMP pool started:
     forking it is unsafe), so a new interpreter imports torch once and forks from there.
     """
-    cmd = [sys.executable, "-m", "benchmarks.kernels", "--measure-worker", f"--seed={seed}"]
+    cmd = [sys.executable, "-m", "benchmarks.timing.kernels", "--measure-worker", f"--seed={seed}"]
     payload = json.dumps([asdict(c) for c in cases])
     proc = subprocess.run(cmd, input=payload, capture_output=True, text=True, cwd=REPO_ROOT)
     lines = proc.stdout.splitlines()
@@ -376,7 +376,7 @@ def run_kernels(device: str, profile: str, out_dir: Path, seed: int = 0) -> list
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.kernels", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.timing.kernels", description=__doc__)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps", "auto"])
     parser.add_argument("--profile", default="default", choices=list(PROFILES))
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "raw")
