@@ -1,24 +1,32 @@
-"""`python -m benchmarks train|caption`: train one model, or caption test examples from a
-checkpoint and draw the attention heat map. Flags map one-to-one onto TrainConfig fields."""
+"""`python -m benchmarks <command>`: the one entry point.
+
+    train      train one model on one task and print its metrics (flags = TrainConfig fields)
+    caption    caption test examples from a checkpoint and draw the attention heat map
+    quality | ablations | kernels | all     the benchmark sweeps (`all` is `make bench`)
+    report     results/raw -> results/tables, results/plots, results/README.md
+
+Bad input is a `ConfigError` (models/errors.py): one line `error: ...` on stderr, exit code 2.
+Every other exception is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import typing
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-import torch
+from models.errors import ConfigError
 
-from benchmarks.harness.batching import collate
-from benchmarks.harness.checkpoint import CheckpointError, load_checkpoint, load_state
-from benchmarks.timing.devices import resolve_device
-from benchmarks.report.heatmaps import save_heatmaps
-from benchmarks.tasks import load_task
-from benchmarks.harness.train import TrainConfig, build_model, train
-from models.seq2seq import greedy
+SWEEPS = {
+    "quality": "decoder x task x length x seed: quality vs sequence length",
+    "ablations": "the seed's claims: alignment, sqrt(D) scaling, positions, causal mask, ...",
+    "kernels": "attention-kernel, decode and training-step timings (pytest-benchmark)",
+    "all": "quality + ablations + kernels + report (what `make bench` runs)",
+}
 
 
 def parse_kv(items: list[str], flag: str) -> dict[str, Any]:
@@ -26,7 +34,7 @@ def parse_kv(items: list[str], flag: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
-            raise ValueError(f"{flag} expects KEY=VALUE; got '{item}'")
+            raise ConfigError(f"{flag} expects KEY=VALUE; got '{item}'")
         key, value = item.split("=", 1)
         try:
             out[key] = json.loads(value)
@@ -36,6 +44,8 @@ def parse_kv(items: list[str], flag: str) -> dict[str, Any]:
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
+    from benchmarks.harness.train import TrainConfig
+
     p = sub.add_parser("train", help="train one model on one task and print its metrics")
     p.add_argument(
         "--task", required=True, help="digits | copy | reverse | sort | scan | coco | plain"
@@ -45,38 +55,35 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--split", help="scan split: simple | length")
     p.add_argument(
-        "--task-arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
+        "--task-arg", action="append", default=[], metavar="KEY=VALUE",
         help="any other task option, e.g. n_train=500 or data_dir=/data/coco",
-    )
+    )  # fmt: skip
     p.add_argument(
-        "--decoder-arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
+        "--decoder-arg", action="append", default=[], metavar="KEY=VALUE",
         help="decoder option, e.g. cell=gru or kernel=chunked",
-    )
+    )  # fmt: skip
     p.add_argument("--out", type=Path, help="also write the result as JSON here")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    hints = typing.get_type_hints(TrainConfig)
     for f in fields(TrainConfig):
         if f.name == "decoder_cfg":
             continue
-        default = f.default
-        kind = type(default) if default is not None and not isinstance(default, bool) else str
-        if isinstance(default, bool):
-            p.add_argument(
-                f"--{f.name.replace('_', '-')}",
-                dest=f.name,
-                default=default,
-                action=argparse.BooleanOptionalAction,
-            )
-        else:
-            p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=default)
+        flag = f"--{f.name.replace('_', '-')}"
+        if hints[f.name] is bool:
+            bool_flag = argparse.BooleanOptionalAction
+            p.add_argument(flag, dest=f.name, default=f.default, action=bool_flag)
+        else:  # `float | None` parses as float; an absent flag keeps the default
+            kinds = [t for t in typing.get_args(hints[f.name]) if t is not type(None)]
+            p.add_argument(flag, dest=f.name, type=(kinds or [hints[f.name]])[0], default=f.default)
 
 
 def run_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from benchmarks.files import atomic_write_text
+    from benchmarks.harness.train import TrainConfig, train
+    from benchmarks.tasks import load_task
+
     if args.threads:
         torch.set_num_threads(args.threads)
     task_args = parse_kv(args.task_arg, "--task-arg")
@@ -105,8 +112,7 @@ def run_train(args: argparse.Namespace) -> int:
     text = json.dumps(summary, indent=2, default=float)
     print(text)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+        atomic_write_text(args.out, text + "\n")
     return 0
 
 
@@ -119,45 +125,83 @@ def add_caption_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_caption(args: argparse.Namespace) -> int:
-    ckpt = load_checkpoint(args.checkpoint)
-    task_info = ckpt.get("task", {})
-    if task_info.get("args") is None:  # saved by train() without task_args: defaults could lie
-        raise CheckpointError(f"checkpoint {args.checkpoint} does not record its task arguments")
-    task = load_task(task_info["name"], **task_info["args"])
-    known = {f.name for f in fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in ckpt["config"].items() if k in known})
-    device = resolve_device(args.device)
-    model = build_model(task, cfg).to(device)
-    load_state(model, ckpt["best_model"] or ckpt["model"], args.checkpoint)
-    model.eval()
-    examples = task.test[: args.n]
-    batch = collate(examples, task.source_kind).to(device)
-    with torch.no_grad():
-        enc = model.encode(batch.source, batch.source_mask)
-        out, attn = greedy(model.decoder, enc, task.max_target_len + 5)
-    vocab, panels = task.tgt_vocab, []
-    for row, ex in enumerate(examples):
-        words = vocab.decode(out[row].tolist())
-        print(f"{ex.id}: {' '.join(words)}  |  reference: {' '.join(vocab.decode(ex.target))}")
-        if attn is not None:
-            s_real = int(enc.memory_mask[row].sum())
-            t_real = max(len(words) + 1, 1)
-            in_labels = task.src_vocab.decode(ex.source.tolist()) if task.src_vocab else None
-            panels.append(
-                {
-                    "attn": attn[row, :t_real, :s_real].cpu().numpy(),
-                    "out_words": words + ["<END>"],
-                    "in_labels": in_labels,
-                    "title": f"{cfg.decoder} alignment, {ex.id}",
-                }
-            )
-    if not panels:
+    from benchmarks.harness.caption import caption
+    from benchmarks.report.heatmaps import save_heatmaps
+    from benchmarks.timing.devices import resolve_device
+
+    result = caption(args.checkpoint, args.n, resolve_device(args.device))
+    print("\n".join(result.lines))
+    if not result.panels:
         print(
-            f"decoder '{cfg.decoder}' has no attention (its only view of the input is the summary)"
+            f"decoder '{result.decoder}' has no attention (its only view of the input is the summary)"
         )
         return 0
     path = args.out or args.checkpoint.with_suffix(".attention.png")
-    image = examples[0].source[0] if task.source_kind == "image" and len(panels) == 1 else None
-    save_heatmaps(path, panels, image=image)
+    save_heatmaps(path, result.panels, image=result.image)
     print(f"wrote {path}")
     return 0
+
+
+def add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
+    for name, text in SWEEPS.items():
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--profile", default="default", help="quick | default | full")
+        p.add_argument("--device", default="cpu", help="cpu | cuda | mps")
+        p.add_argument("--results", type=Path, default=Path("results"))
+        if name != "kernels":
+            p.add_argument("--executor", default="local", help="local | sequential | ray")
+            p.add_argument(
+                "--workers", type=int, default=None, help="local pool size (default: cores)"
+            )
+            p.add_argument(
+                "--ray-address", default=None, help="with --executor ray: join this cluster"
+            )
+    p = sub.add_parser("report", help="tables, plots and results/README.md from results/raw")
+    p.add_argument("--results", type=Path, default=Path("results"))
+
+
+def run_sweep_command(args: argparse.Namespace) -> int:
+    from benchmarks.sweeps import runner
+
+    raw = args.results / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    ex = {}
+    if args.command != "kernels":
+        ex = {"executor": args.executor, "workers": args.workers, "ray_address": args.ray_address}
+    log = print
+    if args.command == "quality":
+        runner.run_quality(raw, args.profile, args.device, log, **ex)
+    elif args.command == "ablations":
+        runner.run_ablations(raw, args.profile, args.device, log, **ex)
+    elif args.command == "kernels":
+        from benchmarks.timing.kernels import run_kernels
+
+        for path in run_kernels(args.device, args.profile, raw):
+            log(f"wrote {path}")
+    else:
+        timing = runner.run_all(raw, args.results, args.profile, args.device, log, **ex)
+        log(f"phases (s): {timing}")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from benchmarks.report.build import build_report
+
+    paths = build_report(args.results / "raw", args.results)
+    print(f"wrote {len(paths)} files under {args.results} (README: {args.results / 'README.md'})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_train_parser(sub)
+    add_caption_parser(sub)
+    add_sweep_parsers(sub)
+    args = parser.parse_args(argv)
+    commands = {"train": run_train, "caption": run_caption, "report": run_report}
+    try:
+        return commands.get(args.command, run_sweep_command)(args)
+    except ConfigError as exc:  # bad input: one line naming it; anything else is a bug
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2

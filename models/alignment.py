@@ -20,6 +20,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .errors import ConfigError
+
 ALIGNMENTS: tuple[str, ...] = ("additive", "dot", "general", "scaled_dot")
 
 
@@ -87,15 +89,15 @@ class GeneralAlignment(nn.Module):
 def make_alignment(name: str, d_model: int, attn_dim: int | None = None) -> nn.Module:
     """Build a scorer by name; `attn_dim` (default d_model) sizes only the additive MLP."""
     if name not in ALIGNMENTS:
-        raise ValueError(f"unknown alignment {name!r}; choose from {list(ALIGNMENTS)}")
+        raise ConfigError(f"unknown alignment {name!r}; choose from {list(ALIGNMENTS)}")
     if name == "additive":
         attn_dim = d_model if attn_dim is None else attn_dim
         if attn_dim < 1:
-            raise ValueError(f"attn_dim must be >= 1; got {attn_dim}")
+            raise ConfigError(f"attn_dim must be >= 1; got {attn_dim}")
         return AdditiveAlignment(d_model, attn_dim)
     # The other scorers dot h with a D-wide key, so there is no width to choose.
     if attn_dim not in (None, d_model):
-        raise ValueError(
+        raise ConfigError(
             f"attn_dim={attn_dim} only applies to alignment 'additive'; '{name}' scores in d_model"
             f"={d_model}"
         )

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .base import PAD, EncoderOutput
+from .errors import ConfigError
 from .registry import register_encoder
 
 
@@ -135,7 +136,7 @@ class TextEncoder(nn.Module):
     ):
         super().__init__()
         if d_model % 2:
-            raise ValueError(f"text encoder d_model must be even (two directions); got {d_model}")
+            raise ConfigError(f"text encoder d_model must be even (two directions); got {d_model}")
         self.stride = 1  # source tokens per memory position
         self.embed = nn.Embedding(vocab_size, d_model, padding_idx=PAD)
         self.rnn = nn.GRU(

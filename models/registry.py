@@ -10,6 +10,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from .errors import ConfigError
+
 _REGISTRIES: dict[str, dict[str, Callable[..., Any]]] = {"decoder": {}, "encoder": {}, "kernel": {}}
 
 
@@ -33,12 +35,12 @@ def accepted_keys(factory: Callable[..., Any]) -> list[str]:
 def _create(kind: str, name: str, cfg: dict[str, Any]) -> Any:
     table = _REGISTRIES[kind]
     if name not in table:
-        raise KeyError(f"unknown {kind} '{name}'; choose from {sorted(table)}")
+        raise ConfigError(f"unknown {kind} '{name}'; choose from {sorted(table)}")
     factory = table[name]
     keys = accepted_keys(factory)
     unknown = sorted(set(cfg) - set(keys))
     if unknown:
-        raise TypeError(f"unknown config key(s) {unknown} for {kind} '{name}'; accepted: {keys}")
+        raise ConfigError(f"unknown config key(s) {unknown} for {kind} '{name}'; accepted: {keys}")
     return factory(**cfg)
 
 
@@ -80,5 +82,5 @@ def list_kernels() -> list[str]:
 
 def decoder_class(name: str) -> Callable[..., Any]:
     if name not in _REGISTRIES["decoder"]:
-        raise KeyError(f"unknown decoder '{name}'; choose from {list_decoders()}")
+        raise ConfigError(f"unknown decoder '{name}'; choose from {list_decoders()}")
     return _REGISTRIES["decoder"][name]

@@ -21,6 +21,7 @@ from typing import Literal
 from torch import Tensor, nn
 
 from .base import Decoder, DecoderOutput, EncoderOutput, State, validate_encoder_output
+from .errors import ConfigError
 from .registry import register_decoder
 
 Cell = Literal["rnn", "gru", "lstm"]
@@ -30,17 +31,17 @@ CELLS: tuple[str, ...] = ("rnn", "gru", "lstm")
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     """Fail fast on an unknown option, naming the choices."""
     if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; choose from {list(choices)}")
+        raise ConfigError(f"unknown {name} {value!r}; choose from {list(choices)}")
 
 
 def check_sizes(vocab_size: int, d_model: int, dropout: float) -> None:
     """Reject sizes no decoder can be built with, one line each."""
     if vocab_size < 1:
-        raise ValueError(f"vocab_size must be >= 1; got {vocab_size}")
+        raise ConfigError(f"vocab_size must be >= 1; got {vocab_size}")
     if d_model < 1:
-        raise ValueError(f"d_model must be >= 1; got {d_model}")
+        raise ConfigError(f"d_model must be >= 1; got {d_model}")
     if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1); got {dropout}")
+        raise ConfigError(f"dropout must be in [0, 1); got {dropout}")
 
 
 def check_tokens(tokens: Tensor, batch: int) -> None:
@@ -89,7 +90,7 @@ class RNNDecoder(Decoder):
         check_sizes(vocab_size, d_model, dropout)
         check_choice("cell", cell, CELLS)
         if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1; got {num_layers}")
+            raise ConfigError(f"num_layers must be >= 1; got {num_layers}")
         self.vocab_size, self.d_model, self.cell = vocab_size, d_model, cell
         self.init = InitialState(d_model, num_layers, with_cell=cell == "lstm")
         self.embed = nn.Embedding(vocab_size, d_model)

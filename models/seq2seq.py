@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import BOS, EOS, PAD, Decoder, DecoderOutput, EncoderOutput
+from .errors import ConfigError
 
 
 class Seq2Seq(nn.Module):
@@ -70,7 +71,7 @@ def beam_search(
     b, device = enc.memory.shape[0], enc.memory.device
     vocab = decoder.vocab_size
     if not 1 <= beam_size <= vocab:
-        raise ValueError(f"beam_size must be in [1, {vocab}]; got {beam_size}")
+        raise ConfigError(f"beam_size must be in [1, {vocab}]; got {beam_size}")
     k = beam_size
     state = decoder.init_state(
         enc.index_select(torch.arange(b, device=device).repeat_interleave(k))

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from . import registry
 from .base import Decoder, DecoderOutput, EncoderOutput, State, validate_encoder_output
+from .errors import ConfigError
 from .registry import register_decoder
 
 KV = tuple[Tensor, Tensor]  # (k, v), each (B, H, L, Dh)
@@ -37,7 +38,7 @@ def make_kernel(name: str, cfg: dict | None, head_dim: int) -> nn.Module:
     factory = registry._REGISTRIES["kernel"].get(name)  # unknown names fail in create_kernel
     if factory is not None and "head_dim" in registry.accepted_keys(factory):
         if cfg.setdefault("head_dim", head_dim) != head_dim:
-            raise ValueError(f"kernel_cfg head_dim={cfg['head_dim']} != d_model // num_heads")
+            raise ConfigError(f"kernel_cfg head_dim={cfg['head_dim']} != d_model // num_heads")
     return registry.create_kernel(name, **cfg)
 
 
@@ -163,9 +164,9 @@ class TransformerDecoder(Decoder):
     ) -> None:
         super().__init__()
         if d_model % num_heads:
-            raise ValueError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
+            raise ConfigError(f"d_model={d_model} is not divisible by num_heads={num_heads}")
         if positional not in ("sinusoidal", "learned", "none"):
-            raise ValueError(f"positional={positional!r}; choose from sinusoidal, learned, none")
+            raise ConfigError(f"positional={positional!r}; choose from sinusoidal, learned, none")
         self.vocab_size, self.d_model, self.max_len = vocab_size, d_model, max_len
         self.positional, self.causal, self.use_cache = positional, causal, use_cache
         self.embed = nn.Embedding(vocab_size, d_model)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from benchmarks.harness.train import TrainConfig, build_model
 from benchmarks.sweeps.alignment_stats import alignment_stats
 from benchmarks.tasks import load_task
-from benchmarks.harness.train import TrainConfig, build_model
 from models.base import DecoderOutput
 
 

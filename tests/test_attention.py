@@ -16,6 +16,7 @@ from torch import Tensor
 
 import models
 from models.attention import AdditiveAttention, DotAttention
+from models.errors import ConfigError
 from models.registry import accepted_keys
 
 B, H, DH = 2, 2, 8
@@ -216,14 +217,14 @@ def test_additive_rejects_wrong_head_dim() -> None:
 
 
 def test_registry_unknown_kernel_lists_choices() -> None:
-    with pytest.raises(KeyError, match="unknown kernel 'flashy'") as err:
+    with pytest.raises(ConfigError, match="unknown kernel 'flashy'") as err:
         models.create_kernel("flashy")
     assert all(name in str(err.value) for name in KERNELS)
 
 
 @pytest.mark.parametrize("name", KERNELS)
 def test_registry_unknown_config_key_lists_accepted(name: str) -> None:
-    with pytest.raises(TypeError, match="bogus") as err:
+    with pytest.raises(ConfigError, match="bogus") as err:
         models.create_kernel(name, bogus=1)
     keys = accepted_keys(type(models.create_kernel(name, **CONFIGS.get(name, {}))))
     assert f"accepted: {keys}" in str(err.value)

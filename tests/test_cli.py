@@ -1,4 +1,4 @@
-"""`python -m benchmarks train|caption`, called in-process through `benchmarks.__main__.main`.
+"""`python -m benchmarks train|caption`, called in-process through `benchmarks.cli.main`.
 
 Runs are a few steps on tiny tasks; what is checked is the plumbing: JSON on stdout and in
 --out, checkpoints that `caption` can decode from, PNG heat maps, and bad input answered with
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.__main__ import main
+from benchmarks.cli import main
 from benchmarks.tasks import list_tasks
 
 REPO = Path(__file__).resolve().parent.parent
@@ -150,8 +150,8 @@ def test_cli_module_exit_code_in_subprocess():
 
 def test_cli_caption_refuses_checkpoint_without_task_args(tmp_path, capsys):
     """train() called from code without task_args: caption must not guess the task's defaults."""
-    from benchmarks.tasks import load_task
     from benchmarks.harness.train import TrainConfig, train
+    from benchmarks.tasks import load_task
 
     task = load_task("reverse", length=3, n_train=16, n_val=4, n_test=4, num_symbols=6)
     cfg = TrainConfig(

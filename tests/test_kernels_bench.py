@@ -14,6 +14,7 @@ import sys
 import pytest
 import torch
 
+from benchmarks.files import write_csv
 from benchmarks.timing import devices
 from benchmarks.timing.kernels import (
     CSV_COLUMNS,
@@ -27,14 +28,20 @@ from benchmarks.timing.kernels import (
     predict_peak_bytes,
     query_key_pairs,
     skip_reason,
-    write_csv_atomic,
 )
+from models.errors import ConfigError
 
 CPU = torch.device("cpu")
 
 
 def test_bench_attention_quick_profile_passes() -> None:
-    cmd = [sys.executable, "-m", "pytest", "benchmarks/timing/bench_attention.py", "--benchmark-disable"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "benchmarks/timing/bench_attention.py",
+        "--benchmark-disable",
+    ]
     cmd += ["--profile", "quick", "-q", "-p", "no:cacheprovider"]
     run = subprocess.run(cmd, cwd=devices.REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
@@ -91,7 +98,7 @@ def test_measure_memory_dot_exceeds_chunked_in_fresh_processes(tmp_path) -> None
     assert rows[0]["peak_mem_mb"] - rows[1]["peak_mem_mb"] > score_matrix_mb, rows
     assert 0.6 < rows[0]["peak_mem_mb"] / rows[0]["predicted_mem_mb"] < 1.4  # the model holds
     path = tmp_path / "kernel_memory_cpu.csv"
-    write_csv_atomic(rows, path)
+    write_csv(path, rows, CSV_COLUMNS)
     with path.open() as f:
         assert tuple(next(csv.reader(f))) == CSV_COLUMNS
 
@@ -110,7 +117,7 @@ def test_resolve_device_rejects_unknown_and_unavailable_devices() -> None:
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         devices.resolve_device("tpu")
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="'cuda' is not available"):
+        with pytest.raises(ConfigError, match="'cuda' is not available"):
             devices.resolve_device("cuda")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from models import create_decoder, create_encoder, list_decoders, list_encoders
+from models.errors import ConfigError
 from models.registry import register_decoder
 
 
@@ -14,18 +15,18 @@ def test_registry_lists_the_three_decoders():
 
 
 def test_registry_unknown_decoder_lists_choices():
-    with pytest.raises(KeyError, match=r"unknown decoder 'rnn_atn'; choose from \['rnn'"):
+    with pytest.raises(ConfigError, match=r"unknown decoder 'rnn_atn'; choose from \['rnn'"):
         create_decoder("rnn_atn", vocab_size=10)
 
 
 @pytest.mark.parametrize("name", ["rnn", "rnn_attn", "transformer"])
 def test_registry_unknown_config_key_lists_accepted(name):
-    with pytest.raises(TypeError, match=r"unknown config key\(s\) \['hiden'\].*accepted: \["):
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) \['hiden'\].*accepted: \["):
         create_decoder(name, vocab_size=10, hiden=3)
 
 
 def test_registry_unknown_encoder_lists_choices():
-    with pytest.raises(KeyError, match="choose from"):
+    with pytest.raises(ConfigError, match="choose from"):
         create_encoder("resnet", d_model=8)
 
 

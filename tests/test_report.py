@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.report.build import build_report, load_raw, main
+from benchmarks.cli import main
 from benchmarks.report.base import fmt, markdown, pm
+from benchmarks.report.build import build_report, load_raw
 
 GEMM_FLOPS, GEMM_S = 2.0e9, 0.02  # a 100 GFLOP/s peak
 BASE = {"device": "cpu", "torch": "2.13.0+cpu", "threads": 2, "git_commit": "abc123"}
@@ -378,5 +379,5 @@ def test_markdown_renders_whole_floats_as_ints_and_escapes_pipes() -> None:
 
 
 def test_main_writes_report_and_prints_summary(tmp_path: Path, capsys) -> None:
-    assert main(["--raw", str(tmp_path / "none"), "--out", str(tmp_path / "out")]) == 0
+    assert main(["report", "--results", str(tmp_path / "out")]) == 0
     assert "README" in capsys.readouterr().out and (tmp_path / "out" / "README.md").exists()

@@ -14,6 +14,7 @@ import torch
 import models
 import models.transformer  # noqa: F401  (registers `transformer` until models/__init__ does)
 from models.base import EncoderOutput
+from models.errors import ConfigError
 from models.transformer import TransformerDecoder, sinusoidal_table
 
 B, S, T, D, V, H = 2, 5, 6, 16, 23, 4
@@ -193,7 +194,7 @@ def test_transformer_max_len_exceeded_raises() -> None:
     ],
 )
 def test_transformer_bad_config_raises(cfg: dict, match: str) -> None:
-    with pytest.raises((ValueError, KeyError), match=match):
+    with pytest.raises(ConfigError, match=match):
         TransformerDecoder(V, d_model=D, **{"num_heads": H, **cfg})
 
 

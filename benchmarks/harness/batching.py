@@ -21,6 +21,7 @@ from torch import Tensor
 
 from benchmarks.tasks.base import Example, SourceKind
 from models.base import BOS, EOS, PAD
+from models.errors import ConfigError
 
 CHUNK_BATCHES = 100  # batches per sorted chunk: big enough to bucket well, small enough to mix
 
@@ -124,7 +125,7 @@ def bucket_batches(
     the least padding; Batch.index maps outputs back).
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be >= 1")
+        raise ConfigError(f"batch_size={batch_size} must be >= 1")
     keys = np.array([(source_length(e), len(e.target)) for e in examples], dtype=np.int64)
     keys = keys.reshape(-1, 2)  # (N, 2) even when N = 0
     rng = np.random.default_rng(seed)

@@ -6,31 +6,17 @@ killed run leaves either the previous checkpoint or the new one, never half of o
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from benchmarks.files import atomic_write_bytes
+from models.errors import ConfigError, one_line
 
-class CheckpointError(ValueError):
+
+class CheckpointError(ConfigError):
     """A checkpoint that is missing, unreadable or belongs to another model/vocabulary."""
-
-
-def atomic_write_bytes(path: Path, write: Any) -> None:
-    """Call write(file_object) on a temporary file beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -44,14 +30,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt or foreign file
-        raise CheckpointError(f"cannot read checkpoint {path}: {_one_line(exc)}") from None
-
-
-def _one_line(exc: Exception) -> str:
-    """The informative line of a torch.load error (weights_only errors span several lines)."""
-    text = str(exc).split("WeightsUnpickler error:", 1)[-1]
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0] if lines else '(no message)'}"
+        detail = one_line(exc, after="WeightsUnpickler error:")
+        raise CheckpointError(f"cannot read checkpoint {path}: {detail}") from None
 
 
 def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:

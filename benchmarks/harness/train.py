@@ -1,8 +1,9 @@
 """The shared training harness: one loop for every decoder, so the decoder is the only variable.
 
 Cross-entropy over non-PAD tokens (optional label smoothing), AdamW, gradient-norm clipping,
-linear warm-up then cosine decay, teacher forcing, periodic greedy evaluation with early stopping
-on a validation metric, atomic checkpoints and resume, bf16 autocast on CUDA, tqdm progress.
+linear warm-up then cosine decay, teacher forcing, periodic greedy evaluation with the stopping
+rule of config.py (target, plateau or cap), atomic checkpoints and a resume that reproduces an
+uninterrupted run, bf16 autocast on CUDA, tqdm progress.
 Shapes: B batch, T target length, V vocab.
 """
 
@@ -22,36 +23,19 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from benchmarks.harness.batching import Batch, bucket_batches, collate
-from benchmarks.harness.checkpoint import check_compatible, load_checkpoint, load_state, save_checkpoint
-from benchmarks.timing.devices import resolve_device, synchronize
+from benchmarks.harness.checkpoint import (
+    check_compatible,
+    load_checkpoint,
+    load_state,
+    save_checkpoint,
+)
+from benchmarks.harness.config import SELECT_METRICS, TrainConfig
 from benchmarks.harness.evaluate import evaluate
 from benchmarks.tasks.base import TaskData
+from benchmarks.timing.devices import resolve_device, synchronize
 from models import create_decoder, create_encoder
 from models.base import PAD
 from models.seq2seq import Seq2Seq
-
-
-@dataclass
-class TrainConfig:
-    decoder: str = "rnn_attn"  # registry name: rnn | rnn_attn | transformer
-    decoder_cfg: dict[str, Any] = field(default_factory=dict)  # decoder options (cell, kernel...)
-    d_model: int = 128  # width of encoder memory and decoder
-    dropout: float = 0.0
-    batch_size: int = 64
-    max_steps: int = 1000  # the training budget, equal across decoders
-    lr: float = 3e-3  # peak AdamW learning rate
-    weight_decay: float = 0.01
-    warmup_steps: int = 100  # linear warm-up, then cosine decay to 10 % of lr
-    clip_norm: float = 1.0  # gradient-norm clipping
-    label_smoothing: float = 0.0
-    eval_every: int = 250  # steps between greedy validation passes
-    patience: int = 0  # stop after this many evaluations without improvement (0 = never)
-    select_metric: str = "token_accuracy"  # validation metric for early stopping / best weights
-    beam_size: int = 1  # test-time decoding (1 = greedy)
-    meteor: bool = True  # METEOR starts a JVM per evaluation; off for fast sweeps
-    seed: int = 0
-    device: str = "cpu"  # cpu | cuda | mps | auto
-    checkpoint_dir: str | None = None  # where last.pt is written; a run there resumes from it
 
 
 @dataclass
@@ -62,8 +46,10 @@ class TrainResult:
     train_s: float  # wall time of training steps only (evaluation excluded)
     tokens_per_s: float  # teacher-forced target tokens per training second
     resumed_from: int  # step the run resumed from (0 = fresh)
-    stopped_early: bool
-    history: list[dict[str, float]]  # one row per evaluation: step, train_loss, val metrics
+    stop_reason: str  # which rule ended training: target | plateau | cap (see config.py)
+    tokens: int  # teacher-forced target tokens trained on
+    tokens_to_95: int | None  # tokens at the first evaluation with val exact match >= 0.95
+    history: list[dict[str, float]]  # one row per evaluation: step, tokens, loss, val metrics
     val: dict[str, Any]
     test: dict[str, Any]
     model: Seq2Seq | None = field(default=None, repr=False)  # best weights, for analyses
@@ -133,7 +119,7 @@ def train(
     progress: bool = False,
     task_args: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Train one model on `task` and evaluate it on val and test.
+    """Train one model on `task` until the stopping rule fires, then evaluate it on val and test.
 
     `task_args` (the `load_task` arguments) go into the checkpoint so `caption` can rebuild the
     task; without them the checkpoint still resumes training.
@@ -145,76 +131,36 @@ def train(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, cfg.warmup_steps, cfg.max_steps)
     )
-    vocab = task.tgt_vocab.idx_to_word
     ckpt_path = Path(cfg.checkpoint_dir) / "last.pt" if cfg.checkpoint_dir else None
-    state = {"step": 0, "train_s": 0.0, "tokens": 0, "history": [], "best": None, "bad_evals": 0}
-    best_weights = None
-    if ckpt_path is not None and ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path)
-        check_compatible(ckpt, cfg.decoder, vocab, ckpt_path)
-        load_state(model, ckpt["model"], ckpt_path)
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        state = ckpt["progress"]
-        best_weights = ckpt.get("best_model")
-        torch.set_rng_state(ckpt["rng"])
-    resumed_from = state["step"]
-    batches = training_batches(task, cfg, state["step"])
-    bar = tqdm(total=cfg.max_steps, initial=state["step"], disable=not progress, desc=cfg.decoder)
-    stopped_early, running = False, []
-    while state["step"] < cfg.max_steps and not stopped_early:
-        model.train()
-        batch = next(batches).to(device)
-        t0 = time.perf_counter()
-        with _autocast(device):
-            logits = model(batch.source, batch.source_mask, batch.tokens_in).logits  # (B, T, V)
-        loss = sequence_loss(logits, batch.tokens_out, cfg.label_smoothing)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"non-finite training loss {loss.item()} at step {state['step']}"
-            )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
-        opt.step()
-        sched.step()
-        synchronize(device)
-        state["train_s"] += time.perf_counter() - t0
-        state["tokens"] += batch.num_target_tokens
-        state["step"] += 1
-        running.append(loss.item())
+    run = _Run(model, opt, sched, task, cfg, ckpt_path, task_args)
+    run.resume()
+    resumed_from = run.state["step"]
+    batches = training_batches(task, cfg, run.state["step"])
+    bar = tqdm(total=cfg.max_steps, initial=resumed_from, disable=not progress, desc=cfg.decoder)
+    stop, running = run.state.get("stop_reason"), []
+    while stop is None and run.state["step"] < cfg.max_steps:
+        running.append(_step(model, opt, sched, next(batches).to(device), cfg, run.state, device))
         bar.update(1)
-        if state["step"] % cfg.eval_every == 0 or state["step"] == cfg.max_steps:
-            stopped_early = _validate(model, task, cfg, device, state, running)
+        if run.state["step"] % cfg.eval_every == 0 or run.state["step"] == cfg.max_steps:
+            stop = _validate(model, task, cfg, device, run.state, running)
             running = []
-            if state["bad_evals"] == 0:
-                best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            bar.set_postfix(
-                loss=f"{state['history'][-1]['train_loss']:.3f}",
-                val=f"{state['history'][-1][cfg.select_metric]:.3f}",
-            )
-            if ckpt_path is not None:
-                save_checkpoint(
-                    ckpt_path,
-                    {
-                        "decoder": cfg.decoder,
-                        "vocab": vocab,
-                        "config": asdict(cfg),
-                        "task": {"name": task.name, "args": task_args},
-                        "model": model.state_dict(),
-                        "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(),
-                        "progress": state,
-                        "best_model": best_weights,
-                        "rng": torch.get_rng_state(),
-                    },
-                )
+            if run.state["bad_evals"] == 0:
+                run.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            last = run.state["history"][-1]
+            bar.set_postfix(loss=f"{last['train_loss']:.3f}", val=f"{last[cfg.select_metric]:.3f}")
+            if stop is None and run.state["step"] >= cfg.max_steps:
+                stop = "cap"
+            run.state["stop_reason"] = stop
+            run.save()
     bar.close()
-    if best_weights is not None:
-        model.load_state_dict(best_weights)
+    if run.best_weights is not None:
+        model.load_state_dict(run.best_weights)
     # the best weights were already evaluated on val in _validate: reuse, don't decode again
-    val = state.get("best_val") or evaluate(model, task, task.val, device, 1, caption_metrics=False)
+    val = run.state.get("best_val") or evaluate(
+        model, task, task.val, device, 1, caption_metrics=False
+    )
     test = evaluate(model, task, task.test, device, cfg.beam_size, meteor=cfg.meteor)
+    state = run.state
     return TrainResult(
         config=asdict(cfg),
         params=count_params(model),
@@ -222,12 +168,101 @@ def train(
         train_s=state["train_s"],
         tokens_per_s=state["tokens"] / max(state["train_s"], 1e-9),
         resumed_from=resumed_from,
-        stopped_early=stopped_early,
+        stop_reason=state.get("stop_reason") or "cap",
+        tokens=state["tokens"],
+        tokens_to_95=tokens_to(state["history"], "exact_match", 0.95),
         history=state["history"],
         val=val,
         test=test,
         model=model,
     )
+
+
+def _step(
+    model: Seq2Seq,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    batch: Batch,
+    cfg: TrainConfig,
+    state: dict[str, Any],
+    device: torch.device,
+) -> float:
+    """One teacher-forced AdamW step; returns the loss. Only this is timed (`train_s`)."""
+    model.train()
+    t0 = time.perf_counter()
+    with _autocast(device):
+        logits = model(batch.source, batch.source_mask, batch.tokens_in).logits  # (B, T, V)
+    loss = sequence_loss(logits, batch.tokens_out, cfg.label_smoothing)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite training loss {loss.item()} at step {state['step']}")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+    opt.step()
+    sched.step()
+    synchronize(device)
+    state["train_s"] += time.perf_counter() - t0
+    state["tokens"] += batch.num_target_tokens
+    state["step"] += 1
+    return loss.item()
+
+
+@dataclass
+class _Run:
+    """What a checkpoint holds, and the resume that restores it exactly."""
+
+    model: Seq2Seq
+    opt: torch.optim.Optimizer
+    sched: Any
+    task: TaskData
+    cfg: TrainConfig
+    path: Path | None
+    task_args: dict[str, Any] | None
+    state: dict[str, Any] = field(
+        default_factory=lambda: {
+            "step": 0, "train_s": 0.0, "tokens": 0, "history": [], "best": None, "bad_evals": 0,
+            "stop_reason": None,
+        }
+    )  # fmt: skip
+    best_weights: dict[str, torch.Tensor] | None = None
+
+    def resume(self) -> None:
+        if self.path is None or not self.path.exists():
+            return
+        ckpt = load_checkpoint(self.path)
+        check_compatible(ckpt, self.cfg.decoder, self.task.tgt_vocab.idx_to_word, self.path)
+        load_state(self.model, ckpt["model"], self.path)
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.sched.load_state_dict(ckpt["scheduler"])
+        self.state = {"stop_reason": None, **ckpt["progress"]}
+        if self.state["stop_reason"] == "cap" and self.state["step"] < self.cfg.max_steps:
+            self.state["stop_reason"] = None  # the cap was raised: a capped run trains on
+        self.best_weights = ckpt.get("best_model")
+        torch.set_rng_state(ckpt["rng"])
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        save_checkpoint(
+            self.path,
+            {
+                "decoder": self.cfg.decoder,
+                "vocab": self.task.tgt_vocab.idx_to_word,
+                "config": asdict(self.cfg),
+                "task": {"name": self.task.name, "args": self.task_args},
+                "model": self.model.state_dict(),
+                "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(),
+                "progress": self.state,
+                "best_model": self.best_weights,
+                "rng": torch.get_rng_state(),
+            },
+        )
+
+
+def tokens_to(history: list[dict[str, Any]], metric: str, level: float) -> int | None:
+    """Training tokens at the first evaluation whose `metric` reached `level` (None: never)."""
+    return next((int(h["tokens"]) for h in history if h.get(metric, -math.inf) >= level), None)
 
 
 def _validate(
@@ -237,16 +272,29 @@ def _validate(
     device: torch.device,
     state: dict[str, Any],
     running: list[float],
-) -> bool:
-    """Greedy validation pass; updates best/bad_evals; returns True when patience runs out."""
+) -> str | None:
+    """Greedy validation pass; updates best/bad_evals; returns the stop reason that fired, if any.
+
+    Checked in this order: the target (reached: stop, whatever the plateau count), then the
+    plateau (`patience` evaluations without an improvement of more than `min_delta`).
+    """
     metrics = evaluate(model, task, task.val, device, 1, caption_metrics=False)
-    row = {"step": state["step"], "train_loss": float(np.mean(running)) if running else math.nan}
-    row.update(metrics)
-    state["history"].append(row)
-    score = metrics[cfg.select_metric]
-    if state["best"] is None or score > state["best"]:
+    row = {
+        "step": state["step"],
+        "tokens": state["tokens"],
+        "train_s": round(state["train_s"], 3),
+        "train_loss": float(np.mean(running)) if running else math.nan,
+    }
+    state["history"].append(row | metrics)
+    higher = SELECT_METRICS[cfg.select_metric]
+    score = metrics[cfg.select_metric] * (1 if higher else -1)  # larger is better from here on
+    if state["best"] is None or score > state["best"] + cfg.min_delta:
         state["best"], state["bad_evals"] = score, 0
         state["best_val"] = metrics  # the val metrics of the weights train() will return
     else:
         state["bad_evals"] += 1
-    return cfg.patience > 0 and state["bad_evals"] >= cfg.patience
+    if cfg.target is not None and score >= cfg.target * (1 if higher else -1):
+        return "target"
+    if cfg.patience > 0 and state["bad_evals"] >= cfg.patience:
+        return "plateau"
+    return None

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.report import plots
-from benchmarks.report.heatmaps import save_heatmaps
 from benchmarks.report.base import Report, fmt, numeric, parse_json, summarise
+from benchmarks.report.heatmaps import save_heatmaps
 from benchmarks.report.quality import ok_rows
 
 

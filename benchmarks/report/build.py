@@ -9,7 +9,6 @@ in their names (`quality_cpu.csv`, `kernels_cuda.json`).
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from pathlib import Path
@@ -21,6 +20,7 @@ from benchmarks.report.ablations import ablations
 from benchmarks.report.base import Report, fmt, parse_json
 from benchmarks.report.kernels import kernels
 from benchmarks.report.quality import quality
+from models.errors import ConfigError
 
 KINDS = {  # raw file kind -> extension; file name = <kind>_<device>.<ext>
     "quality": "csv", "ablations": "csv", "scaling_init": "csv", "kernels": "json",
@@ -50,10 +50,10 @@ def load_raw(raw_dir: Path) -> Raw:
                 # only empty cells are missing: a status "nan" (loss went NaN) stays a string
                 data = pd.read_csv(path, keep_default_na=False, na_values=[""])
         except (ValueError, pd.errors.ParserError) as err:
-            raise ValueError(f"{path}: cannot read raw file ({err})") from None
+            raise ConfigError(f"{path}: cannot read raw file ({err})") from None
         missing = REQUIRED.get(match.group(1), set()) - set(getattr(data, "columns", []))
         if missing:
-            raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
+            raise ConfigError(f"{path}: missing column(s) {sorted(missing)}")
         raw[match.group(1)][match.group(2)] = data
     return raw
 
@@ -186,7 +186,9 @@ def _training_profile(df: pd.DataFrame | None) -> str:
     """The quality/ablation profile whose budget (steps, width) the rows' train_cfg matches."""
     if df is None or "train_cfg" not in df:
         return "default"
-    from benchmarks.sweeps.quality import PROFILES  # imports torch: only when there are rows to match
+    from benchmarks.sweeps.quality import (
+        PROFILES,  # imports torch: only when there are rows to match
+    )
 
     for cfg in (parse_json(c, {}) for c in df["train_cfg"]):
         for name, p in PROFILES.items():
@@ -201,17 +203,3 @@ def _remove_stale(out_dir: Path, keep: set[Path]) -> None:
         for path in out_dir.glob(pattern):
             if path not in keep:
                 path.unlink()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks report", description=__doc__)
-    parser.add_argument("--raw", type=Path, default=Path("results/raw"), help="raw results dir")
-    parser.add_argument("--out", type=Path, default=Path("results"), help="report output dir")
-    args = parser.parse_args(argv)
-    paths = build_report(args.raw, args.out)
-    print(f"wrote {len(paths)} files under {args.out} (README: {args.out / 'README.md'})")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

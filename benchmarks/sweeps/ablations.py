@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
+from benchmarks.sweeps.cell import Cell
 from benchmarks.sweeps.quality import Profile, budget
-from benchmarks.sweeps.sweep import Cell
 
 SCALING_DH = (16, 32, 64, 128, 256, 512, 1024)
 # Ablation cells are few, and a variant that has not trained says nothing about the variant:

@@ -28,7 +28,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from benchmarks.sweeps.sweep import Cell, _one_line, run_cell
+from benchmarks.sweeps.cell import Cell, failed_row, run_cell
+from models.errors import ConfigError, one_line
 
 Record = Callable[[dict[str, Any]], None]
 CellFn = Callable[[Cell, str, int | None], dict[str, Any]]
@@ -46,11 +47,11 @@ def get_executor(
 ) -> Executor:
     """`run(cells, record)` for executor `name`; bad choices fail here, before any work."""
     if name not in EXECUTORS:
-        raise ValueError(f"unknown executor '{name}'; choose from {list(EXECUTORS)}")
+        raise ConfigError(f"unknown executor '{name}'; choose from {list(EXECUTORS)}")
     if workers is not None and workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+        raise ConfigError(f"workers must be >= 1, got {workers}")
     if ray_address and name != "ray":
-        raise ValueError(f"ray_address '{ray_address}' needs executor 'ray', not '{name}'")
+        raise ConfigError(f"ray_address '{ray_address}' needs executor 'ray', not '{name}'")
     if name == "ray":
         _import_ray()  # fail fast when the optional extra is missing
         return partial(
@@ -59,20 +60,6 @@ def get_executor(
     if name == "sequential" or device != "cpu":  # one GPU: its cells run one after another
         return partial(_run_sequential, device=device, cell_fn=cell_fn)
     return partial(_run_local, device=device, workers=workers, cell_fn=cell_fn)
-
-
-def died_row(cell: Cell, status: str, error: str) -> dict[str, Any]:
-    """The row of a cell that produced no result of its own (its worker died, or it raised)."""
-    return {
-        "cell_id": cell.cell_id,
-        "sweep": cell.sweep,
-        "task": cell.task,
-        "decoder": cell.decoder,
-        "label": cell.label,
-        "seed": cell.train.get("seed", 0),
-        "status": status,
-        "error": error[:300],
-    }
 
 
 def _cores() -> int:
@@ -106,13 +93,8 @@ def _run_local(
             for cell in started:  # (no marker at all: a worker died before any cell began)
                 (marks / cell.cell_id).unlink(missing_ok=True)
                 if run([cell], record, workers=1, marks=marks):
-                    record(
-                        died_row(
-                            cell,
-                            "worker_died",
-                            f"worker process died {RETRIES + 1} times running this cell",
-                        )
-                    )
+                    why = f"worker process died {RETRIES + 1} times running this cell"
+                    record(failed_row(cell, device, "worker_died", why))
             pending = [c for c in broken if c not in started]
 
 
@@ -136,7 +118,7 @@ def _pool_round(
             except BrokenProcessPool:
                 lost.add(cell.cell_id)
             except Exception as exc:  # noqa: BLE001 - e.g. a row that cannot be pickled back
-                record(died_row(cell, "error", _one_line(exc)))
+                record(failed_row(cell, device, "error", one_line(exc, where=True)))
     return [c for c in cells if c.cell_id in lost]
 
 
@@ -162,7 +144,7 @@ def _import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise ValueError("executor 'ray' needs the ray package: pip install -e '.[ray]'") from None
+        raise ConfigError("executor 'ray' needs the ray package: pip install -e '.[ray]'") from None
     return ray
 
 
@@ -231,7 +213,7 @@ def _plan(ray: Any, workers: int | None, gpus: int) -> int:
     threads = max(1, widest // workers) if workers else 1
     if not any(r.get("CPU", 0) >= threads and r.get("GPU", 0) >= gpus for r in nodes):
         have = [{k: r.get(k, 0) for k in ("CPU", "GPU")} for r in nodes]
-        raise ValueError(
+        raise ConfigError(
             f"no Ray node can run a cell needing {threads} CPU and {gpus} GPU; nodes: {have}"
         )
     return threads
@@ -260,7 +242,7 @@ def _run_ray(
         commit = git_commit()  # a node running shipped code has no .git of its own
         while refs:
             (ref,), _ = ray.wait(list(refs), num_returns=1)
-            row = _ray_row(ray, ref, refs.pop(ref))
+            row = _ray_row(ray, ref, refs.pop(ref), device)
             if row.get("status") == "ok" and not row.get("git_commit"):
                 row["git_commit"] = commit
             record(row)
@@ -269,23 +251,15 @@ def _run_ray(
             ray.shutdown()
 
 
-def _ray_row(ray: Any, ref: Any, cell: Cell) -> dict[str, Any]:
+def _ray_row(ray: Any, ref: Any, cell: Cell, device: str) -> dict[str, Any]:
     errors = ray.exceptions
     try:
         return ray.get(ref)
     except errors.OutOfMemoryError as exc:  # Ray's memory monitor killed the worker
-        return died_row(cell, "oom", _first_line(exc))
+        return failed_row(cell, device, "oom", one_line(exc))
     except errors.RayTaskError as exc:  # raised inside the task, e.g. code missing on a node
         cause = exc.cause if isinstance(exc.cause, BaseException) else exc
-        return died_row(cell, "error", _one_line(cause))
+        return failed_row(cell, device, "error", one_line(cause, where=True))
     except errors.RayError as exc:  # worker crashed or node lost, RETRIES times over
-        return died_row(
-            cell,
-            "worker_died",
-            f"{type(exc).__name__} after {RETRIES + 1} attempts: {_first_line(exc)}",
-        )
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [s for s in str(exc).splitlines() if s.strip()]
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+        why = f"{type(exc).__name__} after {RETRIES + 1} attempts: {one_line(exc)}"
+        return failed_row(cell, device, "worker_died", why)

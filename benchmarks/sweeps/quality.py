@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from benchmarks.sweeps.sweep import Cell
+from benchmarks.sweeps.cell import Cell
+from models.errors import ConfigError
 
 DECODERS = ("rnn", "rnn_attn", "transformer")
 LEARNING_RATE = {"rnn": 3e-3, "rnn_attn": 3e-3, "transformer": 1e-3}
@@ -77,7 +78,7 @@ PROFILES = {p.name: p for p in (QUICK, DEFAULT, FULL)}
 
 def get_profile(name: str) -> Profile:
     if name not in PROFILES:
-        raise ValueError(f"unknown profile '{name}'; choose from {sorted(PROFILES)}")
+        raise ConfigError(f"unknown profile '{name}'; choose from {sorted(PROFILES)}")
     return PROFILES[name]
 
 

@@ -7,22 +7,17 @@ results/raw carry the device in their names.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.files import write_json
 from benchmarks.sweeps.ablations import ablation_cells, scaling_init_rows
-from benchmarks.harness.checkpoint import atomic_write_bytes
-from benchmarks.timing.devices import environment, resolve_device
 from benchmarks.sweeps.quality import get_profile, quality_cells
-from benchmarks.sweeps.sweep import run_sweep, write_rows
-
-
-def write_json(path: Path, data: Any) -> None:
-    text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
-    atomic_write_bytes(path, lambda f: f.write(text.encode()))
+from benchmarks.sweeps.store import write_rows
+from benchmarks.sweeps.sweep import run_sweep
+from benchmarks.timing.devices import environment, resolve_device
 
 
 def run_quality(
@@ -61,8 +56,8 @@ def run_all(
     raw: Path, results: Path, profile: str, device: str, log: Callable[[str], None], **ex: Any
 ) -> dict[str, float]:
     """Every phase in order; returns seconds per phase (also written beside the raw data)."""
-    from benchmarks.timing.kernels import run_kernels
     from benchmarks.report.build import build_report
+    from benchmarks.timing.kernels import run_kernels
 
     resolve_device(device)  # fail before any work if the device is missing
     raw.mkdir(parents=True, exist_ok=True)

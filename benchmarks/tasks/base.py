@@ -15,11 +15,12 @@ from typing import Any, Literal
 import numpy as np
 
 from models.base import SPECIAL_TOKENS
+from models.errors import ConfigError
 
 SourceKind = Literal["image", "tokens", "features"]
 
 
-class TaskError(ValueError):
+class TaskError(ConfigError):
     """Bad task input (file, key, shape, value); the message is one line naming the problem."""
 
 

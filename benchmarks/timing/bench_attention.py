@@ -28,7 +28,12 @@ import torch
 import torch.nn.functional as F
 
 import models  # noqa: F401  (registers every decoder and kernel)
-from benchmarks.timing.devices import current_memory, peak_memory_read, peak_memory_reset, synchronize
+from benchmarks.timing.devices import (
+    current_memory,
+    peak_memory_read,
+    peak_memory_reset,
+    synchronize,
+)
 from benchmarks.timing.kernels import (
     Profile,
     attention_flops,
@@ -41,6 +46,7 @@ from benchmarks.timing.kernels import (
     skip_reason,
 )
 from models.base import BOS, EncoderOutput, map_state
+from models.errors import one_line
 from models.registry import accepted_keys, create_decoder, decoder_class, list_decoders
 
 CUDA_WARMUP = 5
@@ -166,7 +172,7 @@ def test_kernel(
             benchmark, build_call(case, device, dtype, info["seed"]), device, profile
         )
     except torch.OutOfMemoryError as err:  # CUDA: an OOM is a recorded skip, not a failed sweep
-        oom = str(err).splitlines()[0][:120]
+        oom = one_line(err, limit=120)
     if oom is not None:  # outside `except`, so the traceback no longer pins the tensors
         gc.collect()
         torch.cuda.empty_cache()

@@ -17,6 +17,7 @@ import torch
 
 from benchmarks.timing.devices import DEVICES, environment, resolve_device
 from benchmarks.timing.kernels import PROFILES, Profile
+from models.errors import ConfigError
 
 SKIPS = pytest.StashKey[list]()
 
@@ -32,7 +33,7 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         config.stash[SKIPS] = []
         resolve_device(config.getoption("device"))
-    except (RuntimeError, ValueError) as err:
+    except ConfigError as err:
         raise pytest.UsageError(str(err)) from None
 
 

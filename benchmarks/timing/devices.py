@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from models.errors import ConfigError
+
 DEVICES = ("cpu", "cuda", "mps", "auto")
 ALLOCATORS = ("tcmalloc", "jemalloc", "mimalloc")  # what LD_PRELOAD may swap in for glibc malloc
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -34,11 +36,11 @@ def _available(name: str) -> bool:
 def resolve_device(name: str) -> torch.device:
     """'cpu' | 'cuda' | 'mps' | 'auto' (cuda, then mps, then cpu) -> torch.device."""
     if name not in DEVICES:
-        raise ValueError(f"unknown device '{name}'; choose from {list(DEVICES)}")
+        raise ConfigError(f"unknown device '{name}'; choose from {list(DEVICES)}")
     if name == "auto":
         name = next(d for d in ("cuda", "mps", "cpu") if _available(d))
     if not _available(name):
-        raise RuntimeError(f"device '{name}' is not available here (torch {torch.__version__})")
+        raise ConfigError(f"device '{name}' is not available here (torch {torch.__version__})")
     return torch.device(name)
 
 

@@ -14,7 +14,6 @@ runs both and writes results/raw/kernels_<device>.json and kernel_memory_<device
 from __future__ import annotations
 
 import argparse
-import csv
 import gc
 import json
 import multiprocessing as mp
@@ -29,6 +28,7 @@ from typing import Any, Literal
 import torch
 
 import models  # noqa: F401  (registers every kernel)
+from benchmarks.files import write_csv
 from benchmarks.timing.devices import (
     REPO_ROOT,
     current_memory,
@@ -40,6 +40,7 @@ from benchmarks.timing.devices import (
     resolve_device,
     synchronize,
 )
+from models.errors import ConfigError, one_line
 from models.registry import create_kernel
 
 Mode = Literal["fwd", "fwd_bwd"]
@@ -116,7 +117,7 @@ class KernelCase:
 
 def get_profile(name: str) -> Profile:
     if name not in PROFILES:
-        raise ValueError(f"unknown profile '{name}'; choose from {list(PROFILES)}")
+        raise ConfigError(f"unknown profile '{name}'; choose from {list(PROFILES)}")
     return PROFILES[name]
 
 
@@ -264,7 +265,7 @@ def _child(case: KernelCase, seed: int, conn: Any) -> None:
     try:
         conn.send(("ok", measure_one(case, torch.device("cpu"), torch.float32, seed), ""))
     except Exception as err:  # a row with a status, never a crashed sweep
-        conn.send(("error", None, f"{type(err).__name__}: {err}".splitlines()[0][:200]))
+        conn.send(("error", None, one_line(err, limit=200)))
     conn.close()
 
 
@@ -315,9 +316,9 @@ def _measure_inline(case: KernelCase, device: torch.device, seed: int) -> Row:
     try:
         return "ok", measure_one(case, device, torch.bfloat16, seed), ""
     except torch.OutOfMemoryError as err:
-        return "oom", None, str(err).splitlines()[0][:200]
+        return "oom", None, one_line(err, limit=200)
     except Exception as err:  # a row with a status, never a crashed sweep
-        return "error", None, f"{type(err).__name__}: {err}".splitlines()[0][:200]
+        return "error", None, one_line(err, limit=200)
     finally:
         gc.collect()
         torch.cuda.empty_cache()
@@ -348,15 +349,6 @@ def measure_memory(
     return rows
 
 
-def write_csv_atomic(rows: list[dict[str, Any]], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-
-
 def run_kernels(device: str, profile: str, out_dir: Path, seed: int = 0) -> list[Path]:
     """Time every case with pytest-benchmark, then measure peak memory; return the files written."""
     dev, prof = resolve_device(device), get_profile(profile)
@@ -371,12 +363,14 @@ def run_kernels(device: str, profile: str, out_dir: Path, seed: int = 0) -> list
         raise RuntimeError(f"kernel benchmarks failed (pytest exit code {rc}): {' '.join(cmd)}")
     os.replace(tmp, json_path)  # a crash never leaves a half-written results file
     csv_path = out_dir / f"kernel_memory_{dev.type}.csv"
-    write_csv_atomic(measure_memory(memory_cases(prof), prof, dev, seed), csv_path)
+    write_csv(csv_path, measure_memory(memory_cases(prof), prof, dev, seed), CSV_COLUMNS)
     return [json_path, csv_path]
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.timing.kernels", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.timing.kernels", description=__doc__
+    )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps", "auto"])
     parser.add_argument("--profile", default="default", choices=list(PROFILES))
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "raw")
