@@ -132,9 +132,8 @@ def run_caption(args: argparse.Namespace) -> int:
     result = caption(args.checkpoint, args.n, resolve_device(args.device))
     print("\n".join(result.lines))
     if not result.panels:
-        print(
-            f"decoder '{result.decoder}' has no attention (its only view of the input is the summary)"
-        )
+        why = "its only view of the input is the summary"
+        print(f"decoder '{result.decoder}' has no attention ({why})")
         return 0
     path = args.out or args.checkpoint.with_suffix(".attention.png")
     save_heatmaps(path, result.panels, image=result.image)

@@ -55,6 +55,10 @@ class AdditiveAlignment(nn.Module):
         hidden = torch.tanh(keys + self.query_proj(h).unsqueeze(1))  # (B, S, A)
         return self.v(hidden).squeeze(-1)  # (B, S)
 
+    def scan_params(self) -> tuple[Tensor | None, Tensor | None, float]:
+        """(W_h (A, D), v (A,), scale) for the fused recurrence in attn_gru.py."""
+        return self.query_proj.weight, self.v.weight.squeeze(0), 1.0
+
 
 class DotAlignment(nn.Module):
     """h . m_s, optionally / sqrt(D); no parameters, so the keys are the memory itself."""
@@ -71,6 +75,10 @@ class DotAlignment(nn.Module):
     def score(self, h: Tensor, keys: Tensor) -> Tensor:
         return _dot(h, keys) * self.scale  # (B, S)
 
+    def scan_params(self) -> tuple[Tensor | None, Tensor | None, float]:
+        """No query projection and no output vector: e = keys . (scale h)."""
+        return None, None, self.scale
+
 
 class GeneralAlignment(nn.Module):
     """h^T W m_s (Luong et al. 2015): keys are W m_s, precomputed, then a dot with h."""
@@ -84,6 +92,10 @@ class GeneralAlignment(nn.Module):
 
     def score(self, h: Tensor, keys: Tensor) -> Tensor:
         return _dot(h, keys)  # (B, S)
+
+    def scan_params(self) -> tuple[Tensor | None, Tensor | None, float]:
+        """The keys are already W m, so the score is a plain dot product."""
+        return None, None, 1.0
 
 
 def make_alignment(name: str, d_model: int, attn_dim: int | None = None) -> nn.Module:

@@ -91,8 +91,10 @@ class Decoder(nn.Module, ABC):
     d_model: int
 
     @abstractmethod
-    def forward(self, enc: EncoderOutput, tokens: Tensor) -> DecoderOutput:
-        """tokens (B, T) = [BOS, y1, ..., y_{T-1}] -> logits (B, T, V) predicting y1..yT."""
+    def forward(self, enc: EncoderOutput, tokens: Tensor, need_attn: bool = True) -> DecoderOutput:
+        """tokens (B, T) = [BOS, y1, ..., y_{T-1}] -> logits (B, T, V) predicting y1..yT, and the
+        attention (B, T, S) when the decoder has one and `need_attn` (training passes False:
+        fused kernels then never form the weights)."""
 
     @abstractmethod
     def init_state(self, enc: EncoderOutput) -> State:

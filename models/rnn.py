@@ -115,7 +115,7 @@ class RNNDecoder(Decoder):
             return {"h": h.transpose(0, 1), "c": c.transpose(0, 1)}  # (B, L, D) each
         return {"h": hx.transpose(0, 1)}  # (B, L, D)
 
-    def forward(self, enc: EncoderOutput, tokens: Tensor) -> DecoderOutput:
+    def forward(self, enc: EncoderOutput, tokens: Tensor, need_attn: bool = True) -> DecoderOutput:
         """tokens (B, T) -> logits (B, T, V); memory is never read (attn is None)."""
         validate_encoder_output(enc, self.d_model)
         check_tokens(tokens, enc.summary.shape[0])

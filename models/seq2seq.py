@@ -26,10 +26,10 @@ class Seq2Seq(nn.Module):
         return self.encoder(source, source_mask)
 
     def forward(
-        self, source: Tensor, source_mask: Tensor | None, tokens_in: Tensor
+        self, source: Tensor, source_mask: Tensor | None, tokens_in: Tensor, need_attn: bool = True
     ) -> DecoderOutput:
         """Teacher forcing: tokens_in (B,T) = [BOS, y1..] -> logits (B,T,V)."""
-        return self.decoder(self.encode(source, source_mask), tokens_in)
+        return self.decoder(self.encode(source, source_mask), tokens_in, need_attn=need_attn)
 
 
 def _append_eos_mask(tokens: Tensor, finished: Tensor) -> Tensor:

@@ -42,6 +42,12 @@ def make_kernel(name: str, cfg: dict | None, head_dim: int) -> nn.Module:
     return registry.create_kernel(name, **cfg)
 
 
+def key_padding(memory_mask: Tensor) -> Tensor | None:
+    """(B, S) True = real -> the kernels' (B, 1, 1, S) attend-mask, or None when nothing is padded:
+    without a mask tensor SDPA may take its fastest path."""
+    return None if bool(memory_mask.all()) else memory_mask[:, None, None, :]
+
+
 def sinusoidal_table(max_len: int, d: int) -> Tensor:
     """(max_len, D): PE(pos, 2i) = sin(pos / 10000^(2i/D)), PE(pos, 2i+1) = cos(same) (§3.5)."""
     pos = torch.arange(max_len, dtype=torch.float32)[:, None]  # (max_len, 1)
@@ -52,34 +58,61 @@ def sinusoidal_table(max_len: int, d: int) -> Tensor:
     return pe
 
 
-class MultiHeadAttention(nn.Module):
-    """q/k/v/out projections around a named attention kernel (§3.2.2)."""
+def split_heads(x: Tensor, heads: int) -> Tensor:
+    """(B, L, H*Dh) -> (B, H, L, Dh)."""
+    b, n, _ = x.shape
+    return x.view(b, n, heads, -1).transpose(1, 2)
+
+
+def merge_heads(x: Tensor) -> Tensor:
+    """(B, H, L, Dh) -> (B, L, H*Dh)."""
+    b, h, n, dh = x.shape
+    return x.transpose(1, 2).reshape(b, n, h * dh)
+
+
+class SelfAttention(nn.Module):
+    """Masked multi-head self-attention (§3.2.2) with one fused Q,K,V projection (D -> 3D)."""
+
+    def __init__(self, d_model: int, num_heads: int, kernel: str, kernel_cfg: dict | None) -> None:
+        super().__init__()
+        self.h, self.dh = num_heads, d_model // num_heads
+        self.qkv_proj = nn.Linear(d_model, 3 * d_model)  # one GEMM instead of three
+        self.out_proj = nn.Linear(d_model, d_model)
+        self.kernel = make_kernel(kernel, kernel_cfg, self.dh)
+
+    def forward(self, x: Tensor, causal: bool, cache: KV | None) -> tuple[Tensor, KV]:
+        """x (B, T, D) -> out (B, T, D) and this layer's K, V (B, H, t+T, Dh), cache appended."""
+        q, k, v = (split_heads(y, self.h) for y in self.qkv_proj(x).chunk(3, dim=-1))
+        if cache is not None:
+            k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
+        out, _ = self.kernel(q, k, v, mask=None, causal=causal)  # (B, H, T, Dh)
+        return self.out_proj(merge_heads(out)), (k, v)
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention over the encoder memory (§3.2.3); K, V projected once per sequence
+    by one fused projection (D -> 2D), then reused by every step and every query."""
 
     def __init__(self, d_model: int, num_heads: int, kernel: str, kernel_cfg: dict | None) -> None:
         super().__init__()
         self.h, self.dh = num_heads, d_model // num_heads
         self.q_proj = nn.Linear(d_model, d_model)
-        self.k_proj = nn.Linear(d_model, d_model)
-        self.v_proj = nn.Linear(d_model, d_model)
+        self.kv_proj = nn.Linear(d_model, 2 * d_model)
         self.out_proj = nn.Linear(d_model, d_model)
         self.kernel = make_kernel(kernel, kernel_cfg, self.dh)
 
-    def _heads(self, x: Tensor) -> Tensor:
-        b, n, _ = x.shape
-        return x.view(b, n, self.h, self.dh).transpose(1, 2)  # (B, H, n, Dh)
+    def project_kv(self, memory: Tensor) -> KV:
+        """memory (B, S, D) -> k, v (B, H, S, Dh), once per sequence."""
+        k, v = self.kv_proj(memory).chunk(2, dim=-1)
+        return split_heads(k, self.h), split_heads(v, self.h)
 
-    def project_kv(self, x: Tensor) -> KV:
-        """x (B, L, D) -> k, v (B, H, L, Dh): done once per memory, once per new token."""
-        return self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
-
-    def attend(
-        self, x: Tensor, kv: KV, mask: Tensor | None, causal: bool, need_weights: bool
+    def forward(
+        self, x: Tensor, kv: KV, mask: Tensor | None, need_weights: bool
     ) -> tuple[Tensor, Tensor | None]:
-        """x (B, T, D) queries over kv -> out (B, T, D), weights (B, H, T, L) | None."""
-        q = self._heads(self.q_proj(x))  # (B, H, T, Dh)
-        out, w = self.kernel(q, kv[0], kv[1], mask=mask, causal=causal, need_weights=need_weights)
-        b, _, t, _ = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(b, t, self.h * self.dh)), w
+        """x (B, T, D) over kv -> out (B, T, D), weights (B, H, T, S) | None."""
+        q = split_heads(self.q_proj(x), self.h)  # (B, H, T, Dh)
+        out, w = self.kernel(q, kv[0], kv[1], mask=mask, need_weights=need_weights)
+        return self.out_proj(merge_heads(out)), w
 
 
 class DecoderLayer(nn.Module):
@@ -97,8 +130,8 @@ class DecoderLayer(nn.Module):
     ) -> None:
         super().__init__()
         self.norm_first = norm_first
-        self.self_attn = MultiHeadAttention(d, heads, kernel, kernel_cfg)
-        self.cross_attn = MultiHeadAttention(d, heads, kernel, kernel_cfg)
+        self.self_attn = SelfAttention(d, heads, kernel, kernel_cfg)
+        self.cross_attn = CrossAttention(d, heads, kernel, kernel_cfg)
         self.ffn = nn.Sequential(nn.Linear(d, ffn_dim), nn.ReLU(), nn.Linear(ffn_dim, d))  # §3.3
         self.norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(3))
         self.drop = nn.Dropout(dropout)  # residual dropout (§5.4)
@@ -117,7 +150,7 @@ class DecoderLayer(nn.Module):
         self,
         x: Tensor,
         cross_kv: KV,
-        mem_mask: Tensor,
+        mem_mask: Tensor | None,
         causal: bool,
         need_weights: bool,
         cache: KV | None = None,
@@ -127,17 +160,8 @@ class DecoderLayer(nn.Module):
         With `cache` the new K,V are appended to it; the caller then passes causal=False, since a
         single query at the end of the prefix may see all of it (kernels align causal top-left).
         """
-
-        def self_block(h: Tensor) -> tuple[Tensor, KV]:
-            k, v = self.self_attn.project_kv(h)  # (B, H, T, Dh)
-            if cache is not None:
-                k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
-            return self.self_attn.attend(h, (k, v), None, causal, False)[0], (k, v)
-
-        x, kv = self._sublayer(x, 0, self_block)
-        x, w = self._sublayer(
-            x, 1, lambda h: self.cross_attn.attend(h, cross_kv, mem_mask, False, need_weights)
-        )
+        x, kv = self._sublayer(x, 0, lambda h: self.self_attn(h, causal, cache))
+        x, w = self._sublayer(x, 1, lambda h: self.cross_attn(h, cross_kv, mem_mask, need_weights))
         x, _ = self._sublayer(x, 2, lambda h: (self.ffn(h), None))
         return x, w, kv
 
@@ -200,29 +224,36 @@ class TransformerDecoder(Decoder):
         return [layer.cross_attn.project_kv(memory) for layer in self.layers]  # (B, H, S, Dh)
 
     def _run(
-        self, x: Tensor, cross: list[KV], mask: Tensor, causal: bool, caches: list[KV] | None
+        self,
+        x: Tensor,
+        cross: list[KV],
+        mask: Tensor | None,
+        causal: bool,
+        caches: list[KV] | None,
+        need_attn: bool = True,
     ) -> tuple[Tensor, Tensor | None, list[KV]]:
         """Layers + final norm + output: x (B, T, D) -> logits (B, T, V), attn (B, T, S), K,V.
 
-        Only the last layer's cross-attention asks the kernel for weights: it is the one closest
-        to the output, and fused kernels pay an explicit recompute for every weights request.
+        Only the last layer's cross-attention is asked for weights, and only with `need_attn`:
+        fused kernels never form them, so every request pays an explicit recompute.
         """
         new_caches, w = [], None
         for i, layer in enumerate(self.layers):
-            last = i == len(self.layers) - 1
+            last = need_attn and i == len(self.layers) - 1
             cache = None if caches is None else caches[i]
             x, w, kv = layer(x, cross[i], mask, causal, need_weights=last, cache=cache)
             new_caches.append(kv)
         attn = None if w is None else w.mean(dim=1)  # (B, T, S), averaged over heads
         return self.out(self.final_norm(x)), attn, new_caches
 
-    def forward(self, enc: EncoderOutput, tokens: Tensor) -> DecoderOutput:
+    def forward(self, enc: EncoderOutput, tokens: Tensor, need_attn: bool = True) -> DecoderOutput:
         validate_encoder_output(enc, self.d_model)
         self._check_len(tokens.shape[1])
         positions = torch.arange(tokens.shape[1], device=tokens.device)[None]  # (1, T)
         x = self._embed(tokens, positions)  # (B, T, D)
-        mask = enc.memory_mask[:, None, None, :]  # (B, 1, 1, S) key padding
-        logits, attn, _ = self._run(x, self._cross_kv(enc.memory), mask, self.causal, None)
+        mask = key_padding(enc.memory_mask)
+        cross = self._cross_kv(enc.memory)
+        logits, attn, _ = self._run(x, cross, mask, self.causal, None, need_attn)
         return DecoderOutput(logits, attn)
 
     def init_state(self, enc: EncoderOutput) -> State:
@@ -246,7 +277,7 @@ class TransformerDecoder(Decoder):
         self._check_len(state["self"][0][0].shape[2] + 1)  # cache length: a shape, no GPU sync
         pos = state["pos"]  # (B,)
         x = self._embed(token[:, None], pos[:, None])  # (B, 1, D)
-        mask = state["mem_mask"][:, None, None, :]  # (B, 1, 1, S)
+        mask = key_padding(state["mem_mask"])
         logits, attn, caches = self._run(x, state["cross"], mask, False, state["self"])
         new_state = {**state, "pos": pos + 1, "self": caches}
         return logits[:, 0], new_state, None if attn is None else attn[:, 0]
@@ -256,7 +287,7 @@ class TransformerDecoder(Decoder):
         prefix = torch.cat([state["prefix"], token[:, None]], dim=1)  # (B, t)
         self._check_len(prefix.shape[1])
         x = self._embed(prefix, torch.arange(prefix.shape[1], device=prefix.device)[None])
-        mask = state["mem_mask"][:, None, None, :]  # (B, 1, 1, S)
+        mask = key_padding(state["mem_mask"])
         cross = self._cross_kv(state["memory"])
         logits, attn, _ = self._run(x, cross, mask, self.causal, None)
         return logits[:, -1], {**state, "prefix": prefix}, None if attn is None else attn[:, -1]

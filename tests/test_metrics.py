@@ -1,4 +1,4 @@
-"""Tests for benchmarks.harness.metrics: caption metrics by hand and by an independent CIDEr-D, id metrics.
+"""benchmarks.harness.metrics: caption metrics by hand and by an independent CIDEr-D; id metrics.
 
 METEOR starts one JVM for the whole file (module fixture); every other test runs without it.
 """

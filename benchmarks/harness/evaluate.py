@@ -37,7 +37,7 @@ def decode_split(
     for idx in bucket_batches(examples, batch_size, shuffle=False):
         batch = collate([examples[i] for i in idx], task.source_kind, idx).to(device)
         enc = model.encode(batch.source, batch.source_mask)
-        logits = model.decoder(enc, batch.tokens_in).logits.float()  # (B, T, V)
+        logits = model.decoder(enc, batch.tokens_in, need_attn=False).logits.float()  # (B, T, V)
         token_nll = F.cross_entropy(
             logits.transpose(1, 2), batch.tokens_out, ignore_index=PAD, reduction="none"
         )  # (B, T)

@@ -191,7 +191,8 @@ def _step(
     model.train()
     t0 = time.perf_counter()
     with _autocast(device):
-        logits = model(batch.source, batch.source_mask, batch.tokens_in).logits  # (B, T, V)
+        out = model(batch.source, batch.source_mask, batch.tokens_in, need_attn=False)
+        logits = out.logits  # (B, T, V)
     loss = sequence_loss(logits, batch.tokens_out, cfg.label_smoothing)
     if not torch.isfinite(loss):
         raise FloatingPointError(f"non-finite training loss {loss.item()} at step {state['step']}")

@@ -7,7 +7,8 @@ Kernels follow FlashAttention's benchmark (Dao et al. 2022): constant tokens per
 measured in the same run. Decoding times one `step` at growing prefix lengths t and the whole
 T-token decode, the Transformer with its KV cache and without (recomputing the prefix).
 
-    pytest benchmarks/timing/bench_attention.py --device cpu --profile default --benchmark-json=out.json
+    pytest benchmarks/timing/bench_attention.py --device cpu --profile default \
+        --benchmark-json=out.json
 
 Rounds adapt to each case (`profile.target_s` over the warm-up time, clamped), so slow cases run
 few times; on CUDA every timed call ends with a synchronise and 5 calls warm up.

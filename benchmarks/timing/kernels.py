@@ -5,10 +5,10 @@ Following FlashAttention's benchmarks (Dao et al. 2022), tokens per call B*N sta
 N, so a kernel's time grows with N only through its N^2 work, and FLOPs are counted as
 4*B*H*N^2*Dh forward (halved when causal) and 3.5x that for forward+backward.
 
-Timings come from pytest-benchmark (`benchmarks/timing/bench_attention.py`); CPU peak memory is measured
-here, one case per fresh forked process (`measure_memory`), because an allocator's cached pages
-make in-process numbers meaningless. `python -m benchmarks.timing.kernels --device cpu --profile default`
-runs both and writes results/raw/kernels_<device>.json and kernel_memory_<device>.csv.
+Timings come from pytest-benchmark (`benchmarks/timing/bench_attention.py`); CPU peak memory is
+measured here, one case per fresh forked process (`measure_memory`), because an allocator's
+cached pages make in-process numbers meaningless. `python -m benchmarks kernels` runs both and
+writes results/raw/kernels_<device>.json and kernel_memory_<device>.csv.
 """
 
 from __future__ import annotations
