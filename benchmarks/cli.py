@@ -2,7 +2,7 @@
 
     train      train one model on one task and print its metrics (flags = TrainConfig fields)
     caption    caption test examples from a checkpoint and draw the attention heat map
-    quality | ablations | kernels | all     the benchmark sweeps (`all` is `make bench`)
+    tune | quality | ablations | kernels | all     the benchmark sweeps (`all` is `make bench`)
     report     results/raw -> results/tables, results/plots, results/README.md
 
 Bad input is a `ConfigError` (models/errors.py): one line `error: ...` on stderr, exit code 2.
@@ -22,10 +22,11 @@ from typing import Any
 from models.errors import ConfigError
 
 SWEEPS = {
+    "tune": "each decoder's learning rate and warm-up, from a small sweep off the headline lengths",
     "quality": "decoder x task x length x seed: quality vs sequence length",
     "ablations": "the seed's claims: alignment, sqrt(D) scaling, positions, causal mask, ...",
     "kernels": "attention-kernel, decode and training-step timings (pytest-benchmark)",
-    "all": "quality + ablations + kernels + report (what `make bench` runs)",
+    "all": "tune + quality + ablations + kernels + report (what `make bench` runs)",
 }
 
 
@@ -168,7 +169,9 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     if args.command != "kernels":
         ex = {"executor": args.executor, "workers": args.workers, "ray_address": args.ray_address}
     log = print
-    if args.command == "quality":
+    if args.command == "tune":
+        runner.run_tuning(raw, args.profile, args.device, log, **ex)
+    elif args.command == "quality":
         runner.run_quality(raw, args.profile, args.device, log, **ex)
     elif args.command == "ablations":
         runner.run_ablations(raw, args.profile, args.device, log, **ex)

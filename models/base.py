@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -85,10 +85,17 @@ def map_state(state: Any, fn: Any) -> Any:
 
 
 class Decoder(nn.Module, ABC):
-    """Teacher-forced `forward` plus incremental `init_state`/`step`/`reorder_state`."""
+    """Teacher-forced `forward` plus incremental `init_state`/`step`/`reorder_state`.
+
+    Declared beside each decoder and read through the registry, so that a new decoder is one
+    file: `color`, its matplotlib colour in every figure (None: the next free one), and
+    `default_lr`, the AdamW peak learning rate the tuning sweep scales (sweeps/tuning.py).
+    """
 
     vocab_size: int
     d_model: int
+    color: ClassVar[str | None] = None
+    default_lr: ClassVar[float] = 1e-3
 
     @abstractmethod
     def forward(self, enc: EncoderOutput, tokens: Tensor, need_attn: bool = True) -> DecoderOutput:

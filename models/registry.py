@@ -80,6 +80,11 @@ def list_kernels() -> list[str]:
     return sorted(_REGISTRIES["kernel"])
 
 
+def registered(kind: str, name: str) -> Callable[..., Any] | None:
+    """The factory registered as `name` of `kind` ("decoder", "encoder", "kernel"), or None."""
+    return _REGISTRIES[kind].get(name)
+
+
 def decoder_class(name: str) -> Callable[..., Any]:
     if name not in _REGISTRIES["decoder"]:
         raise ConfigError(f"unknown decoder '{name}'; choose from {list_decoders()}")

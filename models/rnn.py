@@ -78,6 +78,9 @@ class InitialState(nn.Module):
 class RNNDecoder(Decoder):
     """Context-vector RNN decoder: h0 = affine(summary), then embed -> cell -> Linear to vocab."""
 
+    color = "C0"
+    default_lr = 3e-3
+
     def __init__(
         self,
         vocab_size: int,

@@ -60,6 +60,7 @@ class AttnRNNDecoder(Decoder):
     """One-layer attentional RNN decoder; `alignment` picks the scorer for the ablation."""
 
     color = "C1"
+    default_lr = 3e-3
 
     def __init__(
         self,

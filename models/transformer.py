@@ -170,6 +170,9 @@ class DecoderLayer(nn.Module):
 class TransformerDecoder(Decoder):
     """Stack of decoder layers over encoder memory; see the module docstring."""
 
+    color = "C2"
+    default_lr = 2e-3  # measured: 1e-3 learns reverse L=32 ~1.5x slower at d_model 64
+
     def __init__(
         self,
         vocab_size: int,

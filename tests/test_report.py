@@ -26,12 +26,15 @@ EM = {  # (task, length, decoder) -> exact match for seeds 0 and 1
     ("digits", 2, "transformer"): (1.0, 1.0), ("digits", 4, "transformer"): (0.96, 1.0),
     ("reverse", 8, "rnn"): (0.1, 0.3), ("reverse", 8, "transformer"): (0.9, 0.8),
 }  # fmt: skip
-CFG = {"d_model": 32, "max_steps": 60, "batch_size": 64, "lr": 3e-3, "warmup_steps": 6}
+CFG = {"d_model": 32, "max_steps": 150, "batch_size": 64, "lr": 3e-3, "warmup_steps": 6}
 
 
 def _row(task: str, decoder: str, seed: int, em: float, length: int | None = None, **kw) -> dict:
     """One sweep.run_cell row: metrics derived from its exact match `em`."""
-    history = [{"step": s, "train_loss": 2.0 / s, "exact_match": em * s / 30} for s in (10, 20, 30)]
+    history = [
+        {"step": s, "tokens": 64 * s, "train_loss": 2.0 / s, "exact_match": em * s / 30}
+        for s in (10, 20, 30)
+    ]
     row = {
         "cell_id": f"{task}{length}{decoder}{seed}{kw.get('label', '')}", "sweep": "quality",
         "task": task, "length": length, "split": None, "decoder": decoder, "label": "",
@@ -40,7 +43,9 @@ def _row(task: str, decoder: str, seed: int, em: float, length: int | None = Non
         "train_s": 2.0 + seed, "tokens_per_s": 500.0, "bleu4": em / 2, "cider": em,
         "meteor": None, "exact_match": em, "token_acc": em, "ppl": 2.0, "val_loss": 0.7,
         "tf_token_acc": min(1.0, em + 0.05), "history": json.dumps(history), "status": "ok",
-        "error": "", "wall_s": 3.0,
+        "error": "", "wall_s": 3.0, "stop_reason": "target" if em >= 0.99 else "plateau",
+        "tokens": 64 * 30, "tokens_to_95": 64 * 30 if em >= 0.95 else None,
+        "val_exact_match": em, "val_token_acc": em, "hparams": "tuned",
     }  # fmt: skip
     return row | kw
 
@@ -160,8 +165,25 @@ def _memory_rows() -> list[dict]:
     ]
 
 
+def _tuning_rows() -> list[dict]:
+    """reverse L=12: rnn reaches nothing (best val EM wins), transformer's lr 2e-3 reaches the
+    target on fewer tokens than 1e-3."""
+    rows = []
+    for dec, lr, em, stop, tokens in (
+        ("rnn", 3e-3, 0.4, "plateau", 9000), ("rnn", 6e-3, 0.5, "plateau", 9000),
+        ("transformer", 1e-3, 0.99, "target", 8000), ("transformer", 2e-3, 0.99, "target", 5000),
+    ):  # fmt: skip
+        cfg = json.dumps(CFG | {"lr": lr, "warmup_steps": 100})
+        rows.append(
+            _row("reverse", dec, 0, em, 12, sweep="tuning", train_cfg=cfg, stop_reason=stop,
+                 tokens=tokens, label=f"lr={lr:g} warmup=100")
+        )  # fmt: skip
+    return rows
+
+
 def write_raw(raw: Path) -> None:
     raw.mkdir(parents=True)
+    _write_csv(raw / "tuning_cpu.csv", _tuning_rows())
     _write_csv(raw / "quality_cpu.csv", _quality_rows())
     _write_csv(raw / "ablations_cpu.csv", _ablation_rows())
     _write_csv(raw / "scaling_init_cpu.csv", _scaling_init_rows())
@@ -197,6 +219,8 @@ def test_build_report_writes_tables_plots_and_readme(built) -> None:
         "scan_cpu",
         "budget_cpu",
         "ready_cpu",
+        "tokens_to_95_cpu",
+        "tuning_cpu",
         "positional_cpu",
         "causal_cpu",
         "alignment_fn_cpu",
@@ -217,7 +241,8 @@ def test_build_report_writes_tables_plots_and_readme(built) -> None:
     } <= tables
     assert {
         "quality_digits_cpu",
-        "quality_cost_cpu",
+        "curves_reverse_cpu",
+        "tokens_to_95_cpu",
         "alignment_digits_cpu",
         "alignment_reverse_cpu",
         "scaling_init_cpu",
@@ -259,8 +284,8 @@ def test_build_report_scan_by_split_and_target_length(built) -> None:
 def test_build_report_longest_length_at_95_percent(built) -> None:
     _, out, _ = built
     readme = (out / "README.md").read_text()
-    assert "up to it: rnn L=2, transformer L=4." in readme  # rnn drops to 0.6 at L=4
-    assert "up to it: rnn none, transformer none." in readme  # reverse: 0.2 and 0.85
+    assert "(converged cells only): rnn L=2, transformer L=4." in readme  # rnn: 0.6 at L=4
+    assert "(converged cells only): rnn none, transformer none." in readme  # reverse: 0.2, 0.85
     assert "| reverse | transformer | none |" in (out / "tables" / "ready_cpu.md").read_text()
 
 
@@ -360,7 +385,7 @@ def test_build_report_empty_raw_dir_reports_missing_and_removes_stale(tmp_path: 
 
 def test_load_raw_rejects_csv_without_status(tmp_path: Path) -> None:
     _write_csv(tmp_path / "quality_cpu.csv", [{"task": "digits", "decoder": "rnn"}])
-    with pytest.raises(ValueError, match=r"quality_cpu\.csv: missing column\(s\) \['status'\]"):
+    with pytest.raises(ValueError, match=r"quality_cpu\.csv: missing column\(s\) \['status', 'trai"):
         load_raw(tmp_path)
 
 
@@ -381,3 +406,44 @@ def test_markdown_renders_whole_floats_as_ints_and_escapes_pipes() -> None:
 def test_main_writes_report_and_prints_summary(tmp_path: Path, capsys) -> None:
     assert main(["report", "--results", str(tmp_path / "out")]) == 0
     assert "README" in capsys.readouterr().out and (tmp_path / "out" / "README.md").exists()
+
+
+def test_build_report_headline_rests_on_converged_cells_only(built) -> None:
+    _, out, _ = built
+    readme = (out / "README.md").read_text()
+    assert "14 cells (cpu): 4 reached the target, 10 stopped on a plateau, 0 hit the step cap" in readme
+    assert "At L=8, the longest length where every cell converged" in readme
+    assert "rnn first falls below 50% exact match at L=8 (0.200; its seeds stopped on plateau×2" in readme
+    row = _line(out / "tables" / "quality_digits_cpu.md", "| transformer | 2 |")
+    assert "target×2" in row
+
+
+def test_build_report_capped_cells_carry_no_claim(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    rows = [_row("reverse", d, s, em, n) for d, em in (("rnn", 0.2), ("rnn_attn", 1.0))
+            for n in (4, 8) for s in (0, 1)]  # fmt: skip
+    rows[-1] |= {"stop_reason": "cap"}  # rnn_attn L=8 seed 1 ran out of steps
+    _write_csv(raw / "quality_cpu.csv", rows)
+    build_report(raw, tmp_path / "out")
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "hit the step cap (reverse L=8 rnn_attn;" in readme
+    assert "rnn_attn L=4 (L=8 capped: not a result)" in readme
+    assert "At L=4, the longest length where every cell converged" in readme
+    assert "cap×1 target×1" in _line(tmp_path / "out" / "tables" / "quality_reverse_cpu.md",
+                                      "| rnn_attn | 8 |")  # fmt: skip
+
+
+def test_build_report_tuning_table_marks_the_chosen_settings(built) -> None:
+    _, out, _ = built
+    readme = (out / "README.md").read_text()
+    assert "Chosen: rnn lr 0.006, warm-up 100; transformer lr 0.002, warm-up 100." in readme
+    chosen = _line(out / "tables" / "tuning_cpu.md", "| transformer | 0.002 |")
+    assert chosen.endswith("| ✓ |")
+    assert not _line(out / "tables" / "tuning_cpu.md", "| transformer | 0.001 |").endswith("✓ |")
+
+
+def test_build_report_scan_beside_lake_and_baroni(built) -> None:
+    _, out, _ = built
+    row = _line(out / "tables" / "scan_cpu.md", "| simple | transformer |")
+    assert "0.997 (LSTM, no attention)" in row and "0.998 (LSTM, no attention)" in row

@@ -266,6 +266,11 @@ def tokens_to(history: list[dict[str, Any]], metric: str, level: float) -> int |
     return next((int(h["tokens"]) for h in history if h.get(metric, -math.inf) >= level), None)
 
 
+def reached(value: float, metric: str, level: float) -> bool:
+    """`value` of `metric` is at least as good as `level` (lower is better for the NLL)."""
+    return value >= level if SELECT_METRICS[metric] else value <= level
+
+
 def _validate(
     model: Seq2Seq,
     task: TaskData,
@@ -276,8 +281,9 @@ def _validate(
 ) -> str | None:
     """Greedy validation pass; updates best/bad_evals; returns the stop reason that fired, if any.
 
-    Checked in this order: the target (reached: stop, whatever the plateau count), then the
-    plateau (`patience` evaluations without an improvement of more than `min_delta`).
+    Checked in this order: the target (`target_metric` reached it: stop, whatever the plateau
+    count), then the plateau (`patience` evaluations without an improvement of `select_metric`
+    of more than `min_delta`).
     """
     metrics = evaluate(model, task, task.val, device, 1, caption_metrics=False)
     row = {
@@ -294,7 +300,9 @@ def _validate(
         state["best_val"] = metrics  # the val metrics of the weights train() will return
     else:
         state["bad_evals"] += 1
-    if cfg.target is not None and score >= cfg.target * (1 if higher else -1):
+    if cfg.target is not None and reached(
+        metrics[cfg.target_metric], cfg.target_metric, cfg.target
+    ):
         return "target"
     if cfg.patience > 0 and state["bad_evals"] >= cfg.patience:
         return "plateau"

@@ -52,6 +52,11 @@ def pm(values: Iterable[float]) -> str:
     return fmt(v.mean()) if len(v) < 2 else f"{fmt(v.mean())} ± {fmt(v.std(ddof=1))}"
 
 
+def stop_counts(stops: pd.Series) -> str:
+    """'target×2', 'plateau×1 cap×1': how the seeds of one point stopped."""
+    return " ".join(f"{s}×{n}" for s, n in stops.value_counts().sort_index().items())
+
+
 def parse_json(value: Any, default: Any) -> Any:
     """A JSON cell of a raw CSV; empty or NaN -> `default`."""
     return json.loads(value) if isinstance(value, str) and value.strip() else default

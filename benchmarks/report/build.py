@@ -20,16 +20,19 @@ from benchmarks.report.ablations import ablations
 from benchmarks.report.base import Report, fmt, parse_json
 from benchmarks.report.kernels import kernels
 from benchmarks.report.quality import quality
+from benchmarks.report.tuning import tuning
 from models.errors import ConfigError
 
 KINDS = {  # raw file kind -> extension; file name = <kind>_<device>.<ext>
-    "quality": "csv", "ablations": "csv", "scaling_init": "csv", "kernels": "json",
+    "tuning": "csv", "quality": "csv", "ablations": "csv", "scaling_init": "csv", "kernels": "json",
     "kernel_memory": "csv", "env": "json", "bench_timing": "json",
 }  # fmt: skip
 DEVICES = ("cpu", "cuda")  # devices the README reports as missing when none of their files exist
 RAW_NAME = re.compile(rf"^({'|'.join(KINDS)})_([A-Za-z0-9]+)\.(csv|json)$")
 REQUIRED = {  # columns without which a raw CSV cannot be reported
-    "quality": {"task", "decoder", "status"}, "ablations": {"sweep", "task", "decoder", "status"},
+    "tuning": {"task", "decoder", "status", "train_cfg"},
+    "quality": {"task", "decoder", "status", "train_cfg"},
+    "ablations": {"sweep", "task", "decoder", "status"},
     "scaling_init": {"dh", "scaled", "entropy_ratio", "grad_norm"},
     "kernel_memory": {"kernel", "n", "mode", "status", "peak_mem_mb"},
 }  # fmt: skip
@@ -69,6 +72,7 @@ def build_report(raw_dir: Path, out_dir: Path) -> list[Path]:
         "`rnn_attn` (additive attention), `transformer`; all read the same encoder memory."
     )
     _inputs(rep, raw)
+    tuning(rep, raw["tuning"])
     quality(rep, raw["quality"])
     ablations(rep, raw["ablations"], raw["scaling_init"])
     kernels(rep, raw["kernels"], raw["kernel_memory"])
@@ -104,7 +108,9 @@ FAILED_COLUMNS = "device sweep task length split decoder label seed status error
 def _failed(rep: Report, raw: Raw) -> None:
     rep.h(2, "Failed cells")
     frames = [
-        df.assign(device=dev) for kind in ("quality", "ablations") for dev, df in raw[kind].items()
+        df.assign(device=dev)
+        for kind in ("tuning", "quality", "ablations")
+        for dev, df in raw[kind].items()
     ]
     bad = [df[df["status"] != "ok"].reindex(columns=FAILED_COLUMNS) for df in frames]
     bad = [b for b in bad if not b.empty]
@@ -177,7 +183,12 @@ def _commands(raw: Raw) -> list[str]:
         cmds += [f"make bench PROFILE={train} DEVICE={dev}{note}"]
         cmds += [
             f"python -m benchmarks {cmd} --profile {p} --device {dev}"
-            for cmd, p in (("quality", train), ("ablations", train), ("kernels", kern))
+            for cmd, p in (
+                ("tune", train),
+                ("quality", train),
+                ("ablations", train),
+                ("kernels", kern),
+            )
         ]
     return cmds + ["python -m benchmarks report   # results/raw -> results/"]
 
@@ -186,13 +197,11 @@ def _training_profile(df: pd.DataFrame | None) -> str:
     """The quality/ablation profile whose budget (steps, width) the rows' train_cfg matches."""
     if df is None or "train_cfg" not in df:
         return "default"
-    from benchmarks.sweeps.quality import (
-        PROFILES,  # imports torch: only when there are rows to match
-    )
+    from benchmarks.sweeps.profiles import PROFILES
 
     for cfg in (parse_json(c, {}) for c in df["train_cfg"]):
         for name, p in PROFILES.items():
-            if (cfg.get("max_steps"), cfg.get("d_model")) == (p.steps, p.d_model):
+            if (cfg.get("max_steps"), cfg.get("d_model")) == (p.max_steps, p.d_model):
                 return name
     return "default"
 

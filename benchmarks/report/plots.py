@@ -23,10 +23,7 @@ from matplotlib.ticker import LogFormatter, NullFormatter, ScalarFormatter  # no
 UNIT_INTERVAL = {"exact_match", "token_acc", "tf_token_acc", "bleu4", "entropy_ratio"}  # in [0, 1]
 DPI = 100
 PANEL = (4.6, 3.4)  # inches per subplot
-COLORS = {  # registry names (decoders, kernels) -> one colour in every figure
-    "rnn": "C0", "rnn_attn": "C1", "transformer": "C2",
-    "dot": "C0", "sdpa": "C1", "chunked": "C2", "additive": "C3",
-}  # fmt: skip
+SPARE_COLORS = tuple(f"C{i}" for i in range(5, 10))  # for names that declare no colour
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
@@ -41,10 +38,27 @@ def _order(df: pd.DataFrame, col: str | None) -> list | None:
     return None if col is None else sorted(df[col].dropna().unique(), key=str)
 
 
+def registry_color(name: str) -> str | None:
+    """The `color` a decoder or kernel declares beside its code (models/), if it is one."""
+    from models.registry import registered
+
+    for kind in ("decoder", "kernel"):
+        factory = registered(kind, name)
+        if factory is not None:
+            return getattr(factory, "color", None)
+    return None
+
+
 def _palette(df: pd.DataFrame, col: str | None) -> dict | None:
-    """Registry names keep one colour in every figure, whichever of them a figure shows."""
+    """Registry names keep their declared colour in every figure, whichever of them a figure
+    shows; a name with none (a new decoder, the nn.TransformerDecoder baseline) takes a spare
+    colour by its sorted position. None (seaborn's own) when the levels are not registry names."""
     levels = _order(df, col) or []
-    return {v: COLORS[v] for v in levels} if levels and set(levels) <= set(COLORS) else None
+    declared = {v: registry_color(str(v)) for v in levels}
+    if not levels or not any(declared.values()):
+        return None
+    spare = iter(c for c in SPARE_COLORS if c not in declared.values())
+    return {v: declared[v] or next(spare) for v in levels}
 
 
 def _axes(n: int, ncols: int | None = None, nrows: int = 1) -> tuple[Figure, list[plt.Axes]]:
@@ -172,4 +186,29 @@ def bars(df: pd.DataFrame, x: str, y: str, hue: str | None, title: str, ylabel: 
     if df[y].between(0, 1).all():  # accuracies: the whole scale
         ax.set_ylim(0, 1.03)
     _one_legend(fig, [ax], hue)
+    return fig
+
+
+def quality_lines(
+    df: pd.DataFrame, x: str, ys: list[tuple[str, str]], hue: str, title: str, logx: bool = True
+) -> Figure:
+    """Mean ± std over seeds per `hue`; a point whose cells did not all converge (a `converged`
+    column that is False: stopped by the step cap) is drawn hollow, so it reads as a budget."""
+    fig, axes = _axes(len(ys))
+    palette = _palette(df, hue) or {}
+    for ax, (col, label) in zip(axes, ys, strict=True):
+        sub = df[df[col].notna()]
+        sns.lineplot(data=sub, x=x, y=col, errorbar="sd", ax=ax, **_hue(df, hue))
+        points = sub.groupby([hue, x]).agg(mean=(col, "mean"), ok=("converged", "all"))
+        for (level, xv), r in points.iterrows():
+            color = palette.get(level, "C0")
+            face = color if r["ok"] else "white"
+            ax.plot([xv], [r["mean"]], "o", color=color, markerfacecolor=face, markersize=7)
+        _scale(ax, logx, False, 2, sorted(sub[x].unique()))
+        ax.grid(True, alpha=0.3)
+        ax.set_ylabel(label)
+        if col in UNIT_INTERVAL:
+            ax.set_ylim(-0.03, 1.03)
+    _one_legend(fig, axes, hue)
+    fig.suptitle(f"{title}\n(hollow marker: a seed stopped at the step cap)", fontsize=10)
     return fig

@@ -1,5 +1,7 @@
 """`python -m benchmarks ablations`: the seed's claims, each measured.
 
+Every cell trains with the quality sweep's budget and stopping rule (a capped cell is marked in
+the report), with its decoder's tuned learning rate and warm-up.
 1. Context-vector bottleneck -> the quality sweep itself (benchmarks/sweeps/quality.py).
 2. Alignment: heat maps + the fraction of output tokens whose attention argmax falls on the input
    position that produced them (rnn_attn and Transformer, digits and reverse).
@@ -14,111 +16,73 @@ Shapes: B batch, H heads, T queries, S keys, Dh head width.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from benchmarks.sweeps.cell import Cell
-from benchmarks.sweeps.quality import Profile, budget
+from benchmarks.sweeps.profiles import Profile
+from benchmarks.sweeps.tuning import Hparams, common_budget, hparams_for
+from models.registry import list_decoders
 
 SCALING_DH = (16, 32, 64, 128, 256, 512, 1024)
-# Ablation cells are few, and a variant that has not trained says nothing about the variant:
-# they get 4x the quality sweep's steps, at the shortest lengths (measured: at 1x the Transformer
-# stays at 0% exact match even on reverse L=8).
-ABLATION_STEPS = 4
 
 
 def _cell(
     profile: Profile,
+    hparams: dict[str, Hparams],
     sweep: str,
     task: str,
     length: int,
     decoder: str,
     label: str,
     decoder_cfg: dict[str, Any],
-    eval_every: int | None = None,
     **extra: Any,
 ) -> Cell:
-    sizes = profile.task_sizes
-    steps = profile.steps * ABLATION_STEPS
-    train = budget(profile, decoder, length, seed=0, steps=steps) | {"decoder_cfg": decoder_cfg}
-    if eval_every:
-        train["eval_every"] = eval_every
-    return Cell(
-        sweep,
-        task,
-        {"length": length, "seed": 0, **sizes},
-        decoder,
-        train,
-        label=label,
-        length=length,
-        extra=extra,
-    )
+    """One ablation run: the quality sweep's budget and stopping rule, seed 0."""
+    hp = hparams[decoder]
+    train = common_budget(profile, seed=0) | {"decoder_cfg": decoder_cfg}
+    train |= {"lr": hp["lr"], "warmup_steps": hp["warmup_steps"]}
+    args = {"length": length, "seed": 0, **profile.task_sizes}
+    extra["hparams"] = hp["hparams"]
+    return Cell(sweep, task, args, decoder, train, label=label, length=length, extra=extra)
 
 
-def ablation_cells(profile: Profile) -> list[Cell]:
-    """Every training run the ablations need, one seed each (the quality sweep has three)."""
-    short, mid = profile.reverse_lengths[0], profile.reverse_lengths[0] * 2  # 8, 16 by default
-    curve_every = max(10, profile.steps * ABLATION_STEPS // 10)
-    cells = []
-    for task, length in (
-        ("digits", profile.digits_lengths[min(1, len(profile.digits_lengths) - 1)]),
-        ("reverse", short),
-    ):
-        for dec in ("rnn_attn", "transformer"):
-            cells.append(_cell(profile, "alignment", task, length, dec, "", {}, alignment=True))
-    for task in ("reverse", "sort"):
-        for pos in ("sinusoidal", "learned", "none"):
-            cells.append(
-                _cell(
-                    profile,
-                    "positional",
-                    task,
-                    short,
-                    "transformer",
-                    f"positional={pos}",
-                    {"positional": pos},
-                )
-            )
-    for causal in (True, False):
-        cells.append(
-            _cell(
-                profile,
-                "causal",
-                "reverse",
-                short,
-                "transformer",
-                f"causal={causal}",
-                {"causal": causal},
-            )
-        )
-    for fn in ("additive", "dot", "general", "scaled_dot"):
-        cells.append(
-            _cell(
-                profile,
-                "alignment_fn",
-                "reverse",
-                mid,
-                "rnn_attn",
-                f"alignment={fn}",
-                {"alignment": fn},
-            )
-        )
-    for scaled in (True, False):
-        # one head so Dh = d_model: the unscaled logits grow by sqrt(Dh) = 8x at d_model 64
-        cfg = {"kernel": "dot", "kernel_cfg": {"scaled": scaled}, "num_heads": 1}
-        cells.append(
-            _cell(
-                profile,
-                "scaling",
-                "reverse",
-                short,
-                "transformer",
-                f"scaled={scaled}",
-                cfg,
-                eval_every=curve_every,
-            )
-        )
+def ablation_cells(profile: Profile, tuning_csv: Path | None = None) -> list[Cell]:
+    """Every training run the ablations need, one seed each (the quality sweep has several)."""
+    hp = hparams_for(list_decoders(), tuning_csv, profile)
+    short, mid = profile.ablation_lengths
+    digits_length = profile.digits_lengths[min(1, len(profile.digits_lengths) - 1)]
+
+    def cell(sweep: str, task: str, length: int, decoder: str, label: str, **cfg: Any) -> Cell:
+        extra = {"alignment": True} if sweep == "alignment" else {}
+        return _cell(profile, hp, sweep, task, length, decoder, label, cfg, **extra)
+
+    cells = [
+        cell("alignment", task, length, dec, "")
+        for task, length in (("digits", digits_length), ("reverse", short))
+        for dec in ("rnn_attn", "transformer")
+    ]
+    cells += [
+        cell("positional", task, short, "transformer", f"positional={pos}", positional=pos)
+        for task in ("reverse", "sort")
+        for pos in ("sinusoidal", "learned", "none")
+    ]
+    cells += [
+        cell("causal", "reverse", short, "transformer", f"causal={c}", causal=c)
+        for c in (True, False)
+    ]
+    cells += [
+        cell("alignment_fn", "reverse", mid, "rnn_attn", f"alignment={fn}", alignment=fn)
+        for fn in ("additive", "dot", "general", "scaled_dot")
+    ]
+    # one head so Dh = d_model: the unscaled logits grow by sqrt(Dh) = 8x at d_model 64
+    cells += [
+        cell("scaling", "reverse", short, "transformer", f"scaled={scaled}",
+             kernel="dot", kernel_cfg={"scaled": scaled}, num_heads=1)
+        for scaled in (True, False)
+    ]  # fmt: skip
     return cells
 
 

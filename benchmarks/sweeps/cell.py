@@ -121,6 +121,8 @@ def run_cell(cell: Cell, device: str, threads: int | None = None) -> dict[str, A
     }
     row |= {col: result.test.get(key) for col, key in METRIC_COLUMNS.items()}
     row["val_exact_match"] = result.val.get("exact_match")
+    row["val_token_acc"] = result.val.get("token_accuracy")
+    row["hparams"] = cell.extra.get("hparams", "")  # tuned | default: the source of lr, warm-up
     buckets = {k: v for k, v in result.test.items() if k.startswith("len")}
     row["test_buckets"] = json.dumps(buckets, sort_keys=True)
     row["history"] = json.dumps(result.history)

@@ -1,8 +1,9 @@
-"""The `make bench` job: quality sweep, ablations, kernel timings and the report, per device.
+"""The `make bench` job per device: tuning, quality sweep, ablations, kernel timings, report.
 
 `all` regenerates from scratch unless a previous `all` on this device was interrupted (its
-marker file is still there): then every finished cell is kept and only the rest runs. Files in
-results/raw carry the device in their names.
+marker file is still there): then every finished cell is kept and only the rest runs. The
+quality and ablation sweeps read each decoder's learning rate and warm-up from the tuning CSV
+written first. Files in results/raw carry the device in their names.
 """
 
 from __future__ import annotations
@@ -14,57 +15,70 @@ from typing import Any
 
 from benchmarks.files import write_json
 from benchmarks.sweeps.ablations import ablation_cells, scaling_init_rows
-from benchmarks.sweeps.quality import get_profile, quality_cells
-from benchmarks.sweeps.store import write_rows
+from benchmarks.sweeps.cell import Cell
+from benchmarks.sweeps.profiles import get_profile
+from benchmarks.sweeps.progress import SweepProgress
+from benchmarks.sweeps.quality import quality_cells
+from benchmarks.sweeps.store import read_rows, write_rows
 from benchmarks.sweeps.sweep import run_sweep
+from benchmarks.sweeps.tuning import tuning_cells
 from benchmarks.timing.devices import environment, resolve_device
 
+Log = Callable[[str], None]
+SWEEP_FILES = ("tuning", "quality", "ablations")  # raw CSVs that `all` regenerates
 
-def run_quality(
-    raw: Path, profile: str, device: str, log: Callable[[str], None], **ex: Any
-) -> Path:
-    out = raw / f"quality_{device}.csv"
-    cells = quality_cells(get_profile(profile))
-    run_sweep(cells, out, device=device, on_row=lambda r: log(_row_line(r, len(cells))), **ex)
+
+def _sweep(phase: str, cells: list[Cell], out: Path, device: str, **ex: Any) -> Path:
+    """Run `cells` into `out` (resuming what is there) behind a progress display."""
+    finished = {r.get("cell_id") for r in read_rows(out)}
+    progress = SweepProgress(phase, len(cells), sum(c.cell_id in finished for c in cells))
+    try:
+        run_sweep(cells, out, device=device, on_row=progress, **ex)
+    finally:
+        progress.close()
     return out
 
 
-def run_ablations(
-    raw: Path, profile: str, device: str, log: Callable[[str], None], **ex: Any
-) -> list[Path]:
-    out = raw / f"ablations_{device}.csv"
-    cells = ablation_cells(get_profile(profile))
-    run_sweep(cells, out, device=device, on_row=lambda r: log(_row_line(r, len(cells))), **ex)
+def run_tuning(raw: Path, profile: str, device: str, log: Log, **ex: Any) -> Path:
+    out = raw / f"tuning_{device}.csv"
+    return _sweep("tuning", tuning_cells(get_profile(profile)), out, device, **ex)
+
+
+def _tuning_csv(raw: Path, device: str, log: Log) -> Path | None:
+    path = raw / f"tuning_{device}.csv"
+    if path.exists():
+        return path
+    log(f"no {path}: learning rates and warm-ups are the registry defaults (run `tune` first)")
+    return None
+
+
+def run_quality(raw: Path, profile: str, device: str, log: Log, **ex: Any) -> Path:
+    cells = quality_cells(get_profile(profile), _tuning_csv(raw, device, log))
+    return _sweep("quality", cells, raw / f"quality_{device}.csv", device, **ex)
+
+
+def run_ablations(raw: Path, profile: str, device: str, log: Log, **ex: Any) -> list[Path]:
+    cells = ablation_cells(get_profile(profile), _tuning_csv(raw, device, log))
+    out = _sweep("ablations", cells, raw / f"ablations_{device}.csv", device, **ex)
     init = raw / f"scaling_init_{device}.csv"
     write_rows(init, scaling_init_rows())
     return [out, init]
 
 
-def _row_line(row: dict[str, Any], total: int) -> str:
-    dial = row.get("length") or row.get("label")
-    what = f"{row.get('sweep')} {row.get('task')} L={dial} {row.get('decoder')}"
-    if row.get("status") != "ok":
-        return f"[{total} cells] {what}: {row.get('status')} {row.get('error', '')}"
-    return (
-        f"[{total} cells] {what} seed={row.get('seed')}: "
-        f"exact_match={float(row['exact_match']):.3f} "
-        f"train {float(row['train_s']):.1f}s"
-    )
-
-
 def run_all(
-    raw: Path, results: Path, profile: str, device: str, log: Callable[[str], None], **ex: Any
+    raw: Path, results: Path, profile: str, device: str, log: Log, **ex: Any
 ) -> dict[str, float]:
     """Every phase in order; returns seconds per phase (also written beside the raw data)."""
     from benchmarks.report.build import build_report
     from benchmarks.timing.kernels import run_kernels
 
-    resolve_device(device)  # fail before any work if the device is missing
+    get_profile(profile)  # fail before any work on a bad profile or device
+    resolve_device(device)
     raw.mkdir(parents=True, exist_ok=True)
     marker = raw / f".in_progress_{device}"
     if not marker.exists():  # a fresh run: regenerate rather than resume old results
-        for name in (f"quality_{device}.csv", f"ablations_{device}.csv"):
-            (raw / name).unlink(missing_ok=True)
+        for kind in SWEEP_FILES:
+            (raw / f"{kind}_{device}.csv").unlink(missing_ok=True)
     marker.write_text(profile + "\n")
     write_json(
         raw / f"env_{device}.json", environment(resolve_device(device)) | {"profile": profile}
@@ -72,6 +86,7 @@ def run_all(
     timing: dict[str, float] = {}
     t_all = time.perf_counter()
     for phase, fn in (
+        ("tuning", lambda: run_tuning(raw, profile, device, log, **ex)),
         ("quality", lambda: run_quality(raw, profile, device, log, **ex)),
         ("ablations", lambda: run_ablations(raw, profile, device, log, **ex)),
         ("kernels", lambda: run_kernels(device, profile, raw)),
@@ -84,5 +99,7 @@ def run_all(
     write_json(raw / f"bench_timing_{device}.json", timing)
     marker.unlink()
     log("== report")
+    t0 = time.perf_counter()
     build_report(raw, results)
+    log(f"report: {time.perf_counter() - t0:.1f} s")
     return timing
