@@ -385,7 +385,9 @@ def test_build_report_empty_raw_dir_reports_missing_and_removes_stale(tmp_path: 
 
 def test_load_raw_rejects_csv_without_status(tmp_path: Path) -> None:
     _write_csv(tmp_path / "quality_cpu.csv", [{"task": "digits", "decoder": "rnn"}])
-    with pytest.raises(ValueError, match=r"quality_cpu\.csv: missing column\(s\) \['status', 'trai"):
+    with pytest.raises(
+        ValueError, match=r"quality_cpu\.csv: missing column\(s\) \['status', 'trai"
+    ):
         load_raw(tmp_path)
 
 
@@ -411,9 +413,15 @@ def test_main_writes_report_and_prints_summary(tmp_path: Path, capsys) -> None:
 def test_build_report_headline_rests_on_converged_cells_only(built) -> None:
     _, out, _ = built
     readme = (out / "README.md").read_text()
-    assert "14 cells (cpu): 4 reached the target, 10 stopped on a plateau, 0 hit the step cap" in readme
+    assert (
+        "14 cells (cpu): 4 reached the target, 10 stopped on a plateau, 0 hit the step cap"
+        in readme
+    )
     assert "At L=8, the longest length where every cell converged" in readme
-    assert "rnn first falls below 50% exact match at L=8 (0.200; its seeds stopped on plateau×2" in readme
+    assert (
+        "rnn first falls below 50% exact match at L=8 (0.200; its seeds stopped on plateau×2"
+        in readme
+    )
     row = _line(out / "tables" / "quality_digits_cpu.md", "| transformer | 2 |")
     assert "target×2" in row
 
