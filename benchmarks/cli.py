@@ -176,7 +176,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     elif args.command == "ablations":
         runner.run_ablations(raw, args.profile, args.device, log, **ex)
     elif args.command == "kernels":
-        from benchmarks.timing.kernels import run_kernels
+        from benchmarks.timing.run import run_kernels
 
         for path in run_kernels(args.device, args.profile, raw):
             log(f"wrote {path}")

@@ -80,6 +80,11 @@ def list_kernels() -> list[str]:
     return sorted(_REGISTRIES["kernel"])
 
 
+def unregister(kind: str, name: str) -> None:
+    """Remove `name` (a plugin unloaded, a test's toy decoder); unknown names are ignored."""
+    _REGISTRIES[kind].pop(name, None)
+
+
 def registered(kind: str, name: str) -> Callable[..., Any] | None:
     """The factory registered as `name` of `kind` ("decoder", "encoder", "kernel"), or None."""
     return _REGISTRIES[kind].get(name)

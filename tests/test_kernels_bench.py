@@ -16,32 +16,26 @@ import torch
 
 from benchmarks.files import write_csv
 from benchmarks.timing import devices
-from benchmarks.timing.kernels import (
-    CSV_COLUMNS,
+from benchmarks.timing.cases import (
     DEFAULT,
     QUICK,
     KernelCase,
     attention_flops,
     kernel_cases,
-    measure_memory,
     memory_cases,
     predict_peak_bytes,
     query_key_pairs,
     skip_reason,
 )
+from benchmarks.timing.memory import CSV_COLUMNS, measure_memory
 from models.errors import ConfigError
 
 CPU = torch.device("cpu")
 
 
 def test_bench_attention_quick_profile_passes() -> None:
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "benchmarks/timing/bench_attention.py",
-        "--benchmark-disable",
-    ]
+    files = ["benchmarks/timing/bench_attention.py", "benchmarks/timing/bench_training.py"]
+    cmd = [sys.executable, "-m", "pytest", *files, "--benchmark-disable"]
     cmd += ["--profile", "quick", "-q", "-p", "no:cacheprovider"]
     run = subprocess.run(cmd, cwd=devices.REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]

@@ -70,7 +70,7 @@ def run_all(
 ) -> dict[str, float]:
     """Every phase in order; returns seconds per phase (also written beside the raw data)."""
     from benchmarks.report.build import build_report
-    from benchmarks.timing.kernels import run_kernels
+    from benchmarks.timing.run import run_kernels
 
     get_profile(profile)  # fail before any work on a bad profile or device
     resolve_device(device)

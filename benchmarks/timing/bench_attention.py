@@ -29,13 +29,7 @@ import torch
 import torch.nn.functional as F
 
 import models  # noqa: F401  (registers every decoder and kernel)
-from benchmarks.timing.devices import (
-    current_memory,
-    peak_memory_read,
-    peak_memory_reset,
-    synchronize,
-)
-from benchmarks.timing.kernels import (
+from benchmarks.timing.cases import (
     Profile,
     attention_flops,
     build_call,
@@ -45,6 +39,12 @@ from benchmarks.timing.kernels import (
     predict_peak_bytes,
     query_key_pairs,
     skip_reason,
+)
+from benchmarks.timing.devices import (
+    current_memory,
+    peak_memory_read,
+    peak_memory_reset,
+    synchronize,
 )
 from models.base import BOS, EncoderOutput, map_state
 from models.errors import one_line

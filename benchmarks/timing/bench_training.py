@@ -33,10 +33,15 @@ def widths(profile_name: str) -> list[int]:
     return sorted({128, get_quality_profile(profile_name).d_model})
 
 
+def train_cases(profile_name: str) -> list[tuple[str, int]]:
+    """(decoder, d_model): every registered decoder and the PyTorch baseline, at each width."""
+    names = [*list_decoders(), REFERENCE]
+    return [(n, d) for d in widths(profile_name) for n in names]
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "train_case" in metafunc.fixturenames:
-        names = [*list_decoders(), REFERENCE]
-        cases = [(n, d) for d in widths(metafunc.config.getoption("profile")) for n in names]
+        cases = train_cases(metafunc.config.getoption("profile"))
         metafunc.parametrize("train_case", cases, ids=[f"{n}-d{d}" for n, d in cases])
 
 
@@ -79,7 +84,7 @@ def test_train_throughput(benchmark: Any, train_case, device, profile, common_in
         benchmark.extra_info.update(
             kind="train_throughput", decoder=name, d_model=d_model, batch=BATCH, t=TARGET_LEN,
             mem_len=MEMORY_LEN, vocab=VOCAB, tokens=BATCH * TARGET_LEN,
-            params=sum(p.numel() for p in model.parameters()), **common_info, threads=THREADS,
+            params=sum(p.numel() for p in model.parameters()), **common_info | {"threads": THREADS},
         )  # fmt: skip
         median = run_timed(benchmark, train_step, device, profile)
         if median:

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import torch
 
+from benchmarks.timing.cases import PROFILES, Profile
 from benchmarks.timing.devices import DEVICES, environment, resolve_device
-from benchmarks.timing.kernels import PROFILES, Profile
 from models.errors import ConfigError
 
 SKIPS = pytest.StashKey[list]()

@@ -1,46 +1,23 @@
-"""Attention-kernel benchmark: profiles, cases, FLOPs, predicted and measured peak memory, runner.
+"""Attention-kernel cases: sizes per profile, one case per kernel x N x causal x mode, the FLOP
+count, the predicted peak memory, why a case must be skipped, and one synchronised call.
 
 Shapes: B batch, H heads, N sequence length (T = S = N, self-attention), Dh head width.
 Following FlashAttention's benchmarks (Dao et al. 2022), tokens per call B*N stay constant across
 N, so a kernel's time grows with N only through its N^2 work, and FLOPs are counted as
 4*B*H*N^2*Dh forward (halved when causal) and 3.5x that for forward+backward.
-
-Timings come from pytest-benchmark (`benchmarks/timing/bench_attention.py`); CPU peak memory is
-measured here, one case per fresh forked process (`measure_memory`), because an allocator's
-cached pages make in-process numbers meaningless. `python -m benchmarks kernels` runs both and
-writes results/raw/kernels_<device>.json and kernel_memory_<device>.csv.
 """
 
 from __future__ import annotations
 
-import argparse
-import gc
-import json
-import multiprocessing as mp
-import os
-import subprocess
-import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 import models  # noqa: F401  (registers every kernel)
-from benchmarks.files import write_csv
-from benchmarks.timing.devices import (
-    REPO_ROOT,
-    current_memory,
-    git_commit,
-    memory_available,
-    memory_capacity,
-    peak_memory_read,
-    peak_memory_reset,
-    resolve_device,
-    synchronize,
-)
-from models.errors import ConfigError, one_line
+from benchmarks.timing.devices import memory_available, memory_capacity, synchronize
+from models.errors import ConfigError
 from models.registry import create_kernel
 
 Mode = Literal["fwd", "fwd_bwd"]
@@ -48,11 +25,6 @@ KERNELS = ("dot", "sdpa", "chunked", "additive")
 MODES: tuple[Mode, ...] = ("fwd", "fwd_bwd")
 MEMORY_FRACTION = 0.6  # skip a case predicted above this share of RAM / GPU memory
 AVAILABLE_FRACTION = 0.8  # ... or above this share of what other processes leave free now
-BENCH_FILE = Path(__file__).with_name("bench_attention.py")
-CSV_COLUMNS = (
-    "kernel", "n", "b", "h", "dh", "causal", "mode", "peak_mem_mb", "predicted_mem_mb",
-    "status", "reason", "dtype", "seed", "torch", "device", "git_commit",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -239,150 +211,3 @@ def build_call(
         synchronize(device)
 
     return fwd_bwd
-
-
-def measure_one(case: KernelCase, device: torch.device, dtype: torch.dtype, seed: int) -> float:
-    """Peak extra MiB of one call over the memory held once inputs exist (run it fresh)."""
-    warm = KernelCase(case.kernel, 64, 1, case.h, case.dh, case.causal, case.mode)
-    build_call(warm, device, dtype, seed)()  # thread pool and BLAS buffers: not the kernel's
-    call = build_call(case, device, dtype, seed)
-    gc.collect()
-    synchronize(device)
-    base = current_memory(device)
-    peak_memory_reset(device)
-    call()
-    peak = peak_memory_read(device)
-    if base is None or peak is None:
-        raise RuntimeError(f"peak memory is not readable on {device.type} here")
-    return max(0, peak - base) / 2**20
-
-
-Row = tuple[str, float | None, str]  # status, peak MiB, reason
-
-
-def _child(case: KernelCase, seed: int, conn: Any) -> None:
-    """Forked worker: one measurement in a process that has run nothing else."""
-    try:
-        conn.send(("ok", measure_one(case, torch.device("cpu"), torch.float32, seed), ""))
-    except Exception as err:  # a row with a status, never a crashed sweep
-        conn.send(("error", None, one_line(err, limit=200)))
-    conn.close()
-
-
-def _fork_measure(case: KernelCase, seed: int) -> Row:
-    """Fork a child for one case: this process only imported torch, so forking is safe and cheap."""
-    ctx = mp.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(case, seed, child))
-    proc.start()
-    child.close()
-    try:
-        result = parent.recv() if parent.poll(timeout=600) else None
-    except EOFError:  # the child died before sending (the OOM killer sends SIGKILL)
-        result = None
-    proc.join(timeout=60)
-    if result is None:
-        proc.kill()
-        code = proc.exitcode
-        why = f"killed by signal {-code} (out of memory?)" if code and code < 0 else "no result"
-        return "crashed", None, why
-    return result
-
-
-def _measure_worker(seed: int) -> None:
-    """`--measure-worker`: cases as JSON on stdin -> one JSON [status, MiB, reason] per line."""
-    for fields in json.load(sys.stdin):
-        print(json.dumps(_fork_measure(KernelCase(**fields), seed)), flush=True)
-
-
-def _measure_cpu(cases: list[KernelCase], seed: int) -> list[Row]:
-    """Measure in a clean worker process that forks one child per case (fresh-process peaks).
-
-    The caller may have run torch code already (its allocator is warm, its OpenMP pool started:
-    forking it is unsafe), so a new interpreter imports torch once and forks from there.
-    """
-    cmd = [sys.executable, "-m", "benchmarks.timing.kernels", "--measure-worker", f"--seed={seed}"]
-    payload = json.dumps([asdict(c) for c in cases])
-    proc = subprocess.run(cmd, input=payload, capture_output=True, text=True, cwd=REPO_ROOT)
-    lines = proc.stdout.splitlines()
-    if proc.returncode != 0 or len(lines) != len(cases):
-        tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeError(f"memory worker failed (exit {proc.returncode}): {tail[0]}")
-    return [tuple(json.loads(line)) for line in lines]
-
-
-def _measure_inline(case: KernelCase, device: torch.device, seed: int) -> Row:
-    """GPU: the caching allocator's own peak counter is exact, so no subprocess is needed."""
-    try:
-        return "ok", measure_one(case, device, torch.bfloat16, seed), ""
-    except torch.OutOfMemoryError as err:
-        return "oom", None, one_line(err, limit=200)
-    except Exception as err:  # a row with a status, never a crashed sweep
-        return "error", None, one_line(err, limit=200)
-    finally:
-        gc.collect()
-        torch.cuda.empty_cache()
-
-
-def measure_memory(
-    cases: list[KernelCase], profile: Profile, device: torch.device, seed: int = 0
-) -> list[dict[str, Any]]:
-    """One CSV row per case: peak MiB above the inputs, or a status (skipped|error|crashed|oom)."""
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    ebytes = torch.finfo(dtype).bits // 8
-    reasons = [skip_reason(c, profile, device, ebytes) for c in cases]
-    todo = [c for c, r in zip(cases, reasons, strict=True) if r is None]
-    if device.type == "cpu":
-        measured = iter(_measure_cpu(todo, seed) if todo else [])
-    else:
-        measured = iter([_measure_inline(c, device, seed) for c in todo])
-    common = dict(dtype=str(dtype).removeprefix("torch."), seed=seed, torch=torch.__version__)
-    common.update(device=device.type, git_commit=git_commit())
-    rows = []
-    for case, reason in zip(cases, reasons, strict=True):
-        status, peak, why = ("skipped", None, reason) if reason else next(measured)
-        rows.append(
-            {**asdict(case), "peak_mem_mb": None if peak is None else round(peak, 1),
-             "predicted_mem_mb": round(predict_peak_bytes(case, ebytes) / 2**20, 1),
-             "status": status, "reason": why, **common}
-        )  # fmt: skip
-    return rows
-
-
-def run_kernels(device: str, profile: str, out_dir: Path, seed: int = 0) -> list[Path]:
-    """Time every case with pytest-benchmark, then measure peak memory; return the files written."""
-    dev, prof = resolve_device(device), get_profile(profile)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path = out_dir / f"kernels_{dev.type}.json"
-    tmp = out_dir / f".kernels_{dev.type}.json.tmp"
-    cmd = [sys.executable, "-m", "pytest", str(BENCH_FILE), f"--device={dev.type}"]
-    cmd += [f"--profile={profile}", f"--seed={seed}", f"--benchmark-json={tmp}"]
-    cmd += ["-q", "-p", "no:cacheprovider"]
-    rc = subprocess.run(cmd, cwd=REPO_ROOT, check=False).returncode
-    if rc != 0 or not tmp.exists():
-        raise RuntimeError(f"kernel benchmarks failed (pytest exit code {rc}): {' '.join(cmd)}")
-    os.replace(tmp, json_path)  # a crash never leaves a half-written results file
-    csv_path = out_dir / f"kernel_memory_{dev.type}.csv"
-    write_csv(csv_path, measure_memory(memory_cases(prof), prof, dev, seed), CSV_COLUMNS)
-    return [json_path, csv_path]
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.timing.kernels", description=__doc__
-    )
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps", "auto"])
-    parser.add_argument("--profile", default="default", choices=list(PROFILES))
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "raw")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--measure-worker", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.measure_worker:
-        _measure_worker(args.seed)
-        return
-    for path in run_kernels(args.device, args.profile, args.out, args.seed):
-        print(path)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,155 @@
+"""Peak memory of one attention call, measured where it means something.
+
+CPU: one case per freshly forked process (VmHWM above the memory held once the inputs exist),
+because an allocator's cached pages make in-process numbers meaningless; the forks come from a
+clean worker interpreter (`python -m benchmarks.timing.memory --measure-worker`, internal) that
+imported torch and ran nothing else. CUDA: the caching allocator's own peak counter, in process.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import multiprocessing as mp
+import subprocess
+import sys
+from dataclasses import asdict
+from typing import Any
+
+import torch
+
+from benchmarks.timing.cases import (
+    KernelCase,
+    Profile,
+    build_call,
+    predict_peak_bytes,
+    skip_reason,
+)
+from benchmarks.timing.devices import (
+    REPO_ROOT,
+    current_memory,
+    git_commit,
+    peak_memory_read,
+    peak_memory_reset,
+    synchronize,
+)
+from models.errors import one_line
+
+CSV_COLUMNS = (
+    "kernel", "n", "b", "h", "dh", "causal", "mode", "peak_mem_mb", "predicted_mem_mb",
+    "status", "reason", "dtype", "seed", "torch", "device", "git_commit",
+)  # fmt: skip
+
+
+def measure_one(case: KernelCase, device: torch.device, dtype: torch.dtype, seed: int) -> float:
+    """Peak extra MiB of one call over the memory held once inputs exist (run it fresh)."""
+    warm = KernelCase(case.kernel, 64, 1, case.h, case.dh, case.causal, case.mode)
+    build_call(warm, device, dtype, seed)()  # thread pool and BLAS buffers: not the kernel's
+    call = build_call(case, device, dtype, seed)
+    gc.collect()
+    synchronize(device)
+    base = current_memory(device)
+    peak_memory_reset(device)
+    call()
+    peak = peak_memory_read(device)
+    if base is None or peak is None:
+        raise RuntimeError(f"peak memory is not readable on {device.type} here")
+    return max(0, peak - base) / 2**20
+
+
+Row = tuple[str, float | None, str]  # status, peak MiB, reason
+
+
+def _child(case: KernelCase, seed: int, conn: Any) -> None:
+    """Forked worker: one measurement in a process that has run nothing else."""
+    try:
+        conn.send(("ok", measure_one(case, torch.device("cpu"), torch.float32, seed), ""))
+    except Exception as err:  # a row with a status, never a crashed sweep
+        conn.send(("error", None, one_line(err, limit=200)))
+    conn.close()
+
+
+def _fork_measure(case: KernelCase, seed: int) -> Row:
+    """Fork a child for one case: this process only imported torch, so forking is safe and cheap."""
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(case, seed, child))
+    proc.start()
+    child.close()
+    try:
+        result = parent.recv() if parent.poll(timeout=600) else None
+    except EOFError:  # the child died before sending (the OOM killer sends SIGKILL)
+        result = None
+    proc.join(timeout=60)
+    if result is None:
+        proc.kill()
+        code = proc.exitcode
+        why = f"killed by signal {-code} (out of memory?)" if code and code < 0 else "no result"
+        return "crashed", None, why
+    return result
+
+
+def _measure_worker(seed: int) -> None:
+    """`--measure-worker`: cases as JSON on stdin -> one JSON [status, MiB, reason] per line."""
+    for fields in json.load(sys.stdin):
+        print(json.dumps(_fork_measure(KernelCase(**fields), seed)), flush=True)
+
+
+def _measure_cpu(cases: list[KernelCase], seed: int) -> list[Row]:
+    """Measure in a clean worker process that forks one child per case (fresh-process peaks).
+
+    The caller may have run torch code already (its allocator is warm, its OpenMP pool started:
+    forking it is unsafe), so a new interpreter imports torch once and forks from there.
+    """
+    cmd = [sys.executable, "-m", "benchmarks.timing.memory", "--measure-worker", f"--seed={seed}"]
+    payload = json.dumps([asdict(c) for c in cases])
+    proc = subprocess.run(cmd, input=payload, capture_output=True, text=True, cwd=REPO_ROOT)
+    lines = proc.stdout.splitlines()
+    if proc.returncode != 0 or len(lines) != len(cases):
+        tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"memory worker failed (exit {proc.returncode}): {tail[0]}")
+    return [tuple(json.loads(line)) for line in lines]
+
+
+def _measure_inline(case: KernelCase, device: torch.device, seed: int) -> Row:
+    """GPU: the caching allocator's own peak counter is exact, so no subprocess is needed."""
+    try:
+        return "ok", measure_one(case, device, torch.bfloat16, seed), ""
+    except torch.OutOfMemoryError as err:
+        return "oom", None, one_line(err, limit=200)
+    except Exception as err:  # a row with a status, never a crashed sweep
+        return "error", None, one_line(err, limit=200)
+    finally:
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+def measure_memory(
+    cases: list[KernelCase], profile: Profile, device: torch.device, seed: int = 0
+) -> list[dict[str, Any]]:
+    """One CSV row per case: peak MiB above the inputs, or a status (skipped|error|crashed|oom)."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    ebytes = torch.finfo(dtype).bits // 8
+    reasons = [skip_reason(c, profile, device, ebytes) for c in cases]
+    todo = [c for c, r in zip(cases, reasons, strict=True) if r is None]
+    if device.type == "cpu":
+        measured = iter(_measure_cpu(todo, seed) if todo else [])
+    else:
+        measured = iter([_measure_inline(c, device, seed) for c in todo])
+    common = dict(dtype=str(dtype).removeprefix("torch."), seed=seed, torch=torch.__version__)
+    common.update(device=device.type, git_commit=git_commit())
+    rows = []
+    for case, reason in zip(cases, reasons, strict=True):
+        status, peak, why = ("skipped", None, reason) if reason else next(measured)
+        rows.append(
+            {**asdict(case), "peak_mem_mb": None if peak is None else round(peak, 1),
+             "predicted_mem_mb": round(predict_peak_bytes(case, ebytes) / 2**20, 1),
+             "status": status, "reason": why, **common}
+        )  # fmt: skip
+    return rows
+
+
+if __name__ == "__main__":  # the clean worker interpreter of _measure_cpu, never a user command
+    if sys.argv[1:2] != ["--measure-worker"]:
+        raise SystemExit("internal: use `python -m benchmarks kernels`")
+    _measure_worker(int(sys.argv[2].removeprefix("--seed=")))
