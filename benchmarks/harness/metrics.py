@@ -14,14 +14,18 @@ import atexit
 import contextlib
 import math
 import shutil
+import subprocess
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.meteor import meteor as pycoco_meteor
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 
+from benchmarks.lifeline import preexec_die_with_parent
 from benchmarks.tasks.base import Vocab
 from models.base import BOS, EOS, PAD
 
@@ -30,11 +34,26 @@ DISTINCT_LENGTH_BUCKETS = 16  # up to this many distinct lengths: one bucket eac
 
 
 class _ClosableMeteor(Meteor):
-    """pycocoevalcap's Meteor with an explicit `close`.
+    """pycocoevalcap's Meteor with an explicit `close`, whose JVM dies with this process.
 
     Its own `__del__` only runs at garbage collection and first takes a lock that a failed
-    `compute_score` leaves held (a deadlock), so we kill the JVM ourselves, lock-free.
+    `compute_score` leaves held (a deadlock), so we kill the JVM ourselves, lock-free. Its
+    `__init__` is pycocoevalcap 1.2's with one change: the JVM gets the parent-death signal
+    (benchmarks/lifeline.py), so a SIGKILLed sweep worker or driver never leaves a 2 GiB JVM behind.
     """
+
+    def __init__(self) -> None:
+        jar = pycoco_meteor.METEOR_JAR
+        self.meteor_cmd = ["java", "-jar", "-Xmx2G", jar, "-", "-", "-stdio", "-l", "en", "-norm"]
+        self.meteor_p = subprocess.Popen(
+            self.meteor_cmd,
+            cwd=Path(pycoco_meteor.__file__).resolve().parent,  # where the jar and its data live
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=preexec_die_with_parent(),
+        )
+        self.lock = threading.Lock()
 
     def close(self) -> None:
         proc = getattr(self, "meteor_p", None)  # absent when Popen failed in __init__
