@@ -12,6 +12,11 @@ So each child arranges its own death, set up in the child itself:
 - Python children also poll `os.getppid()` in a daemon thread and exit once re-parented: the
   fallback where prctl does not exist (macOS), and a backstop where it does.
 
+Ctrl-C reaches every process of the terminal's process group. Workers leave it to their driver
+(which then kills them): `sigint_blocked` around their start makes them inherit a blocked SIGINT
+(the mask survives fork and exec), and `ignore_sigint` in their initializer turns that into
+ignoring it, so no Ctrl-C, however early, kills one with a traceback.
+
 A temporary folder cannot die with its owner, so it carries the owner's pid in its name
 (`<prefix><pid>-<random>`), and the next run removes the folders whose owner is dead.
 """
@@ -27,7 +32,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -88,6 +94,27 @@ def preexec_die_with_parent() -> Callable[[], None]:
         set_parent_death_signal(parent)
 
     return preexec
+
+
+@contextmanager
+def sigint_blocked() -> Iterator[None]:
+    """SIGINT blocked in this thread while it starts children: a Ctrl-C meanwhile is delivered
+    here when the block ends, never lost (multiprocessing starts its resource tracker so)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def ignore_sigint() -> None:
+    """In a child started under `sigint_blocked`: ignore SIGINT (a pending one is discarded)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def alive(pid: int) -> bool:

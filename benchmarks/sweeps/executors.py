@@ -22,7 +22,6 @@ Ray: Moritz et al. 2018, "Ray: A Distributed Framework for Emerging AI Applicati
 from __future__ import annotations
 
 import os
-import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -33,7 +32,12 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from benchmarks.lifeline import die_with_parent, remove_orphaned_dirs
+from benchmarks.lifeline import (
+    die_with_parent,
+    ignore_sigint,
+    remove_orphaned_dirs,
+    sigint_blocked,
+)
 from benchmarks.sweeps.cell import Cell, failed_row, run_cell
 from models.errors import ConfigError, one_line
 
@@ -126,7 +130,8 @@ def _pool_round(
         initargs=(os.getpid(),),
     )
     try:
-        futures = {pool.submit(_marked, cell_fn, marks, c, device, threads): c for c in cells}
+        with sigint_blocked():  # submit starts the workers: born blocked, they ignore Ctrl-C
+            futures = {pool.submit(_marked, cell_fn, marks, c, device, threads): c for c in cells}
         for fut in as_completed(futures):
             cell = futures[fut]
             try:
@@ -147,7 +152,7 @@ def _pool_round(
 def _init_worker(driver_pid: int) -> None:
     """First thing in every pool worker: die with the driver, and ignore Ctrl-C, which the
     terminal sends to the whole process group; the driver alone handles it (and kills us)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ignore_sigint()
     die_with_parent(driver_pid)
 
 
