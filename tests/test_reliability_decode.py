@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -17,7 +18,6 @@ from benchmarks.tasks import TaskError, load_task
 from benchmarks.tasks.base import Example
 from models.base import EOS
 from tests.real_data_fixtures import write_coco, write_plain
-from tests.test_real_data import h5_edit
 
 
 def test_decode_stops_at_the_longest_training_target_plus_margin(monkeypatch):
@@ -82,6 +82,9 @@ def test_coco_refuses_an_absurd_caption_row(tmp_path):
         wide[3, : words + 2] = [1] + [4] * words + [2]  # <START> w ... w <END>
         return wide
 
-    h5_edit(tmp_path / "coco2014_captions.h5", "train_captions", widen)
+    with h5py.File(tmp_path / "coco2014_captions.h5", "a") as f:
+        f["wide"] = widen(f["train_captions"][()])
+        del f["train_captions"]
+        f.move("wide", "train_captions")
     with pytest.raises(TaskError, match=r"'train_captions'\]: row 3 has 130 words, more than"):
         load_task("coco", data_dir=str(tmp_path))

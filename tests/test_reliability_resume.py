@@ -6,7 +6,7 @@ Damage is what a file cut short, a full disk or an editor leaves: a row without 
 
 from __future__ import annotations
 
-from pathlib import Path
+import re
 from typing import Any
 
 import pytest
@@ -16,8 +16,7 @@ from benchmarks.sweeps.cell import Cell
 from benchmarks.sweeps.store import read_rows
 from benchmarks.sweeps.sweep import run_sweep
 
-REPO = Path(__file__).resolve().parent.parent
-COMMITTED = REPO / "results" / "raw" / "quality_cpu.csv"
+CELLS = 4
 
 
 def tiny_cell(seed: int) -> Cell:
@@ -27,30 +26,34 @@ def tiny_cell(seed: int) -> Cell:
     return Cell("test", "reverse", args, "rnn", train | {"meteor": False, "seed": seed})
 
 
-def lines_of(path: Path) -> list[str]:
-    return path.read_text().splitlines(keepends=True)
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The CSV text of a finished sweep of CELLS tiny cells (seeds 0, 1, ...)."""
+    out = tmp_path_factory.mktemp("sweep") / "sweep.csv"
+    run_sweep([tiny_cell(s) for s in range(CELLS)], out, executor="sequential")
+    return out.read_text()
 
 
-def test_resume_reruns_exactly_the_cell_whose_row_was_cut_short(tmp_path):
+def test_resume_reruns_exactly_the_cell_whose_row_was_cut_short(tmp_path, finished):
     out = tmp_path / "sweep.csv"
-    cells = [tiny_cell(s) for s in range(3)]
-    run_sweep(cells, out, executor="sequential")
-    lines = lines_of(out)
-    assert len(lines) == 4
+    lines = finished.splitlines(keepends=True)
+    assert len(lines) == CELLS + 1
     damaged_id = lines[-1].split(",", 1)[0]
     out.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])  # keeps its cell_id
     rerun: list[dict[str, Any]] = []
+    cells = [tiny_cell(s) for s in range(CELLS)]
     rows = run_sweep(cells, out, executor="sequential", on_row=rerun.append)
     assert [r["cell_id"] for r in rerun] == [damaged_id]
     assert sorted(r["cell_id"] for r in read_rows(out)) == sorted(c.cell_id for c in cells)
-    assert len(rows) == 3 and lines_of(out)[:3] == lines[:3]  # the good rows are kept as they were
+    after = out.read_text().splitlines(keepends=True)
+    assert len(rows) == CELLS and after[:-1] == lines[:-1]  # the good rows are kept as they were
 
 
 def _damage(text: str, how: str) -> str:
-    """The committed quality CSV with its 3rd data row (line 4) damaged `how`."""
+    """A finished sweep's CSV with its 3rd data row (line 4) damaged `how`."""
     lines = text.splitlines(keepends=True)
     row = lines[3]
-    if how == "cut_in_quotes":  # the file ends inside the quoted `history` JSON of its last row
+    if how == "cut_in_quotes":  # the file ends inside the quoted `history` JSON of its 4th row
         return "".join(lines[:4]) + lines[4][: lines[4].index('"[{') + 20]
     if how == "too_few_fields":
         row = row[: row.index(',"{')] + "\n"  # ends after the seed column
@@ -59,7 +62,7 @@ def _damage(text: str, how: str) -> str:
     elif how == "bad_json":
         row = row.replace('"{""length', '"{""length"":', 1)
     elif how == "edited_identity":  # another seed in task_args: the cell_id no longer matches
-        row = row.replace('""seed"": 0}",', '""seed"": 7}",', 1)
+        row = re.sub(r'""seed"": \d+\}",', '""seed"": 77}",', row, count=1)
     return "".join(lines[:3] + [row] + lines[4:])
 
 
@@ -67,9 +70,9 @@ DAMAGE = ["cut_in_quotes", "too_few_fields", "blank_status", "bad_json", "edited
 
 
 @pytest.mark.parametrize("how", DAMAGE)
-def test_read_rows_drops_a_damaged_row_and_keeps_the_rest(tmp_path, how):
+def test_read_rows_drops_a_damaged_row_and_keeps_the_rest(tmp_path, how, finished):
     path = tmp_path / "quality_cpu.csv"
-    text = COMMITTED.read_text()
+    text = finished
     path.write_text(_damage(text, how))
     assert path.read_text() != text  # the damage really happened
     ids = [line.split(",", 1)[0] for line in text.splitlines()[1:]]
@@ -79,10 +82,10 @@ def test_read_rows_drops_a_damaged_row_and_keeps_the_rest(tmp_path, how):
 
 
 @pytest.mark.parametrize("how", ["cut_in_quotes", "blank_status"])  # the issue's two cases
-def test_report_names_a_row_it_cannot_use_and_builds_the_rest(tmp_path, how):
+def test_report_names_a_row_it_cannot_use_and_builds_the_rest(tmp_path, how, finished):
     raw = tmp_path / "raw"
     raw.mkdir()
-    (raw / "quality_cpu.csv").write_text(_damage(COMMITTED.read_text(), how))
+    (raw / "quality_cpu.csv").write_text(_damage(finished, how))
     build_report(raw, tmp_path / "out")
     readme = (tmp_path / "out" / "README.md").read_text()
     line = 5 if how == "cut_in_quotes" else 4
