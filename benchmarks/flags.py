@@ -46,12 +46,6 @@ def _writable_dir(flag: str, path: Path) -> None:
     check_writable_dir(Path(path), flag)
 
 
-def _results_dir(flag: str, path: Path) -> None:
-    """--results: the report writes here, the sweeps into its raw/ folder."""
-    _writable_dir(flag, path)
-    _writable_dir(flag, Path(path) / "raw")
-
-
 def output_file(flag: str, path: Path) -> None:
     """A file we will write atomically: not a folder, and its folder writable (the temporary
     file is made there), or creatable."""
@@ -71,7 +65,7 @@ FLAG_CHECKS: dict[str, Callable[[str, Any], None]] = {  # argparse dest -> check
     "n": _at_least_one,
     "out": output_file,
     "checkpoint_dir": _writable_dir,
-    "results": _results_dir,
+    "results": _writable_dir,  # the sweeps' raw/ inside it: check_sweep_flags
 }
 
 
@@ -93,7 +87,9 @@ def flag_message(message: str) -> str:
 
 
 def check_sweep_flags(args: argparse.Namespace) -> None:
-    """The profile and the executor choice, before the results folder is made."""
+    """The folder the sweeps write into, the profile and the executor choice, before the
+    results folder is made."""
+    _writable_dir("--results", Path(args.results) / "raw")
     if args.command == "kernels":
         from benchmarks.timing.kernels import get_profile
     else:
