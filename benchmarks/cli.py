@@ -6,6 +6,9 @@
     report     results/raw -> results/tables, results/plots, results/README.md
 
 Bad input is a `ConfigError` (models/errors.py): one line `error: ...` on stderr, exit code 2.
+That includes argparse's own errors, and every flag `check_flags` can check before any work (the
+device, output locations, counts), each naming the flag and the value. Ctrl-C prints one line
+(`interrupted: N of M cells done; rerun the same command to resume` in a sweep), exit code 130.
 Every other exception is a bug and keeps its traceback.
 """
 
@@ -19,6 +22,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from benchmarks.flags import Parser, check_flags, check_sweep_flags, flag_message, output_file
 from models.errors import ConfigError
 
 SWEEPS = {
@@ -85,7 +89,7 @@ def run_train(args: argparse.Namespace) -> int:
     from benchmarks.harness.train import TrainConfig, train
     from benchmarks.tasks import load_task
 
-    if args.threads:
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
     task_args = parse_kv(args.task_arg, "--task-arg")
     if args.length is not None:
@@ -94,10 +98,11 @@ def run_train(args: argparse.Namespace) -> int:
         task_args["split"] = args.split
     if args.task not in ("coco", "plain"):  # generated tasks share the run's seed by default
         task_args.setdefault("seed", args.seed)
-    cfg = TrainConfig(
-        **{f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name != "decoder_cfg"},
-        decoder_cfg=parse_kv(args.decoder_arg, "--decoder-arg"),
-    )
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name != "decoder_cfg"}
+    try:
+        cfg = TrainConfig(**given, decoder_cfg=parse_kv(args.decoder_arg, "--decoder-arg"))
+    except ConfigError as exc:  # "eval_every=0: ..." -> "--eval-every=0: ..."
+        raise ConfigError(flag_message(str(exc))) from None
     task = load_task(args.task, **task_args)
     result = train(task, cfg, progress=sys.stderr.isatty(), task_args=task_args)
     summary = {
@@ -130,13 +135,15 @@ def run_caption(args: argparse.Namespace) -> int:
     from benchmarks.report.heatmaps import save_heatmaps
     from benchmarks.timing.devices import resolve_device
 
+    path = args.out or args.checkpoint.with_suffix(".attention.png")
+    if args.out is None:  # the default location is checked too, before decoding
+        output_file("--out (default: beside --checkpoint)", path)
     result = caption(args.checkpoint, args.n, resolve_device(args.device))
     print("\n".join(result.lines))
     if not result.panels:
-        why = "its only view of the input is the summary"
-        print(f"decoder '{result.decoder}' has no attention ({why})")
+        no_attention = "has no attention (its only view of the input is the summary)"
+        print(f"decoder '{result.decoder}' {no_attention}")
         return 0
-    path = args.out or args.checkpoint.with_suffix(".attention.png")
     save_heatmaps(path, result.panels, image=result.image)
     print(f"wrote {path}")
     return 0
@@ -163,6 +170,7 @@ def add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
 def run_sweep_command(args: argparse.Namespace) -> int:
     from benchmarks.sweeps import runner
 
+    check_sweep_flags(args)
     raw = args.results / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     ex = {}
@@ -194,16 +202,31 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def interrupted(args: argparse.Namespace | None, exc: KeyboardInterrupt) -> str:
+    """The one line Ctrl-C prints: how far a sweep got, and whether a rerun resumes."""
+    if str(exc):  # a sweep's SweepInterrupted: "N of M cells done"
+        return f"interrupted: {exc}; rerun the same command to resume"
+    command = getattr(args, "command", None)
+    if command in ("tune", "quality", "ablations", "all") or getattr(args, "checkpoint_dir", None):
+        return "interrupted; rerun the same command to resume"
+    return "interrupted"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser = Parser(prog="python -m benchmarks", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     add_train_parser(sub)
     add_caption_parser(sub)
     add_sweep_parsers(sub)
-    args = parser.parse_args(argv)
     commands = {"train": run_train, "caption": run_caption, "report": run_report}
+    args = None
     try:
+        args = parser.parse_args(argv)
+        check_flags(args)
         return commands.get(args.command, run_sweep_command)(args)
     except ConfigError as exc:  # bad input: one line naming it; anything else is a bug
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C: one line, no traceback
+        print(interrupted(args, exc), file=sys.stderr)
+        return 130

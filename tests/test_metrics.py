@@ -12,7 +12,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from benchmarks.harness import metrics
+from benchmarks.harness import meteor
 from benchmarks.harness.metrics import (
     caption_metrics,
     exact_match,
@@ -86,7 +86,7 @@ def with_meteor():
         pytest.skip("java not on PATH")
     hyps = dict(HYPS, d=[])
     procs = []
-    close = metrics._ClosableMeteor.close
+    close = meteor.ClosableMeteor.close
 
     def spy(self):
         if self.meteor_p is not None:  # close() runs again from __del__
@@ -94,7 +94,7 @@ def with_meteor():
         close(self)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(metrics._ClosableMeteor, "close", spy)
+        mp.setattr(meteor.ClosableMeteor, "close", spy)
         result = caption_metrics(hyps, REFS, meteor=True)
     return result, procs
 
@@ -146,7 +146,7 @@ def test_caption_metrics_meteor_present_with_java(with_meteor):
 
 
 def test_caption_metrics_meteor_none_without_java(monkeypatch):
-    monkeypatch.setattr(metrics.shutil, "which", lambda name: None)
+    monkeypatch.setattr(meteor.shutil, "which", lambda name: None)
     out = caption_metrics(HYPS, REFS, meteor=True)
     assert out["meteor"] is None and "java" in out["meteor_missing_reason"]
     assert 0 < out["bleu1"] <= 1 and out["cider"] > 0
@@ -170,7 +170,7 @@ def test_caption_metrics_meteor_none_when_jvm_hangs(monkeypatch, tmp_path):
     fake.write_text(f"#!/bin/sh\nexec {shutil.which('sleep')} 30\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(metrics, "METEOR_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(meteor, "METEOR_TIMEOUT_S", 0.2)
     out = caption_metrics(HYPS, REFS, meteor=True)
     assert out["meteor"] is None and "timed out" in out["meteor_missing_reason"]
 

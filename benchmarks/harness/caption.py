@@ -52,7 +52,7 @@ def caption(path: Path, n: int, device: torch.device) -> Captions:
     examples = task.test[:n]
     batch = collate(examples, task.source_kind).to(device)
     enc = model.encode(batch.source, batch.source_mask)
-    out, attn = greedy(model.decoder, enc, task.max_target_len + 5)
+    out, attn = greedy(model.decoder, enc, task.max_decode_len)
     vocab, lines, panels = task.tgt_vocab, [], []
     for row, ex in enumerate(examples):
         words = vocab.decode(out[row].tolist())

@@ -29,9 +29,11 @@ def decode_split(
     max_len: int | None = None,
 ) -> tuple[list[list[int]], list[float], list[int], list[int]]:
     """Per example: generated ids, summed teacher-forced NLL (nats), its token count, and how
-    many of those tokens the teacher-forced argmax gets right."""
+    many of those tokens the teacher-forced argmax gets right. Decoding stops at `max_len`
+    (default: the task's cap, from its training targets; see TaskData.max_decode_len), never
+    at the longest reference of `examples`, which user data could make absurdly long."""
     model.eval()
-    max_len = max_len or task.max_target_len + 5
+    max_len = max_len or task.max_decode_len
     hyps: list[list[int]] = [[] for _ in examples]
     nll, ntok, tf_hits = [0.0] * len(examples), [0] * len(examples), [0] * len(examples)
     for idx in bucket_batches(examples, batch_size, shuffle=False):

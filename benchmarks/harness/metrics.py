@@ -10,85 +10,18 @@ per-example values grouped by the task's length dial. Library code: returns data
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import math
-import shutil
-import threading
 from collections.abc import Sequence
 
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
-from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 
+from benchmarks.harness.meteor import meteor_score
 from benchmarks.tasks.base import Vocab
 from models.base import BOS, EOS, PAD
 
-METEOR_TIMEOUT_S = 600.0  # a hung JVM is killed after this; METEOR then reports None
 DISTINCT_LENGTH_BUCKETS = 16  # up to this many distinct lengths: one bucket each (else powers of 2)
-
-
-class _ClosableMeteor(Meteor):
-    """pycocoevalcap's Meteor with an explicit `close`.
-
-    Its own `__del__` only runs at garbage collection and first takes a lock that a failed
-    `compute_score` leaves held (a deadlock), so we kill the JVM ourselves, lock-free.
-    """
-
-    def close(self) -> None:
-        proc = getattr(self, "meteor_p", None)  # absent when Popen failed in __init__
-        if proc is None:
-            return
-        self.meteor_p = None
-        with contextlib.suppress(OSError):  # flushing into a dead JVM raises BrokenPipeError
-            proc.stdin.close()
-        proc.kill()
-        proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
-
-    def __del__(self) -> None:
-        self.close()
-
-
-_KEPT: list[_ClosableMeteor] = []  # the JVM kept alive by keep_meteor_alive(), if any
-
-
-def keep_meteor_alive() -> None:
-    """Reuse one METEOR JVM for every later call in this process (its start-up costs ~10 s;
-    sweeps score many cells). Closed at interpreter exit."""
-    if not _KEPT and shutil.which("java") is not None:
-        _KEPT.append(_ClosableMeteor())
-        atexit.register(_KEPT[0].close)
-
-
-def _meteor(gts: dict[str, list[str]], res: dict[str, list[str]]) -> tuple[float | None, str]:
-    """Corpus METEOR from a JVM that is always closed after use, unless kept alive by
-    keep_meteor_alive(); (None, reason) when it cannot run."""
-    if shutil.which("java") is None:
-        return None, "java not found on PATH (METEOR 1.5 is a Java program)"
-    kept = bool(_KEPT) and _KEPT[0].meteor_p is not None
-    try:
-        scorer = _KEPT[0] if kept else _ClosableMeteor()
-    except OSError as exc:
-        return None, f"METEOR could not start java: {exc}"
-    proc, fired = scorer.meteor_p, threading.Event()
-    timer = threading.Timer(METEOR_TIMEOUT_S, lambda: (fired.set(), proc.kill()))
-    timer.start()
-    try:
-        score, _ = scorer.compute_score(gts, res)
-        return float(score), ""
-    except (OSError, ValueError) as exc:  # a dead JVM: broken pipe, or an empty line for a float
-        proc.kill()
-        proc.wait()
-        tail = proc.stderr.read().decode(errors="replace").strip().splitlines()[-1:]
-        why = f"timed out after {METEOR_TIMEOUT_S:g} s" if fired.is_set() else repr(exc)
-        return None, f"METEOR subprocess failed: {why}; java stderr: {' '.join(tail) or '-'}"
-    finally:
-        timer.cancel()
-        if not kept or scorer.meteor_p is None or scorer.meteor_p.poll() is not None:
-            scorer.close()
 
 
 def _join(words: Sequence[str], where: str) -> str:
@@ -133,7 +66,7 @@ def caption_metrics(
         raise ValueError("caption_metrics: every reference is empty")  # CIDEr's idf needs words
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)  # verbose=0: it prints otherwise
     out: dict[str, float | str | None] = {f"bleu{n + 1}": float(b) for n, b in enumerate(bleu)}
-    m, reason = _meteor(gts, res) if meteor else (None, "disabled (meteor=False)")
+    m, reason = meteor_score(gts, res) if meteor else (None, "disabled (meteor=False)")
     out["meteor"] = m
     if m is None:
         out["meteor_missing_reason"] = reason

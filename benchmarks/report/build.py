@@ -4,11 +4,14 @@ A pure function of the raw files. Inputs are read in sorted order, floats have o
 PNGs carry no Software tag and nothing carries a timestamp, so a rebuild on the same raw data
 changes no byte; tables and plots left over from an earlier build are removed. Any subset of the
 raw files may be absent: the report says which, and builds the rest. Raw files carry their device
-in their names (`quality_cpu.csv`, `kernels_cuda.json`).
+in their names (`quality_cpu.csv`, `kernels_cuda.json`). A CSV row that cannot be used (cut short,
+a field too many or too few, a required field empty) is left out and named under "Inputs"; only a
+file without a header or without a required column is refused, in one line.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
@@ -16,12 +19,14 @@ from typing import Any
 
 import pandas as pd
 
+from benchmarks.files import csv_text
 from benchmarks.report.ablations import ablations
 from benchmarks.report.base import Report, fmt, parse_json
 from benchmarks.report.kernels import kernels
 from benchmarks.report.quality import quality
 from benchmarks.report.tuning import tuning
-from models.errors import ConfigError
+from benchmarks.sweeps.store import BadRow, read_records
+from models.errors import ConfigError, one_line
 
 KINDS = {  # raw file kind -> extension; file name = <kind>_<device>.<ext>
     "tuning": "csv", "quality": "csv", "ablations": "csv", "scaling_init": "csv", "kernels": "json",
@@ -36,29 +41,50 @@ REQUIRED = {  # columns without which a raw CSV cannot be reported
     "scaling_init": {"dh", "scaled", "entropy_ratio", "grad_norm"},
     "kernel_memory": {"kernel", "n", "mode", "status", "peak_mem_mb"},
 }  # fmt: skip
+MAY_BE_EMPTY = {"peak_mem_mb"}  # a skipped kernel case has no peak
 Raw = dict[str, dict[str, Any]]  # kind -> device -> DataFrame (csv) | dict (json)
 
 
 def load_raw(raw_dir: Path) -> Raw:
-    """Every recognised raw file under `raw_dir` by kind and device (sorted; others ignored)."""
+    """Every recognised raw file under `raw_dir` by kind and device (sorted; others ignored).
+    A CSV's unusable rows are left out and listed in its DataFrame's `attrs["unusable"]`."""
     raw: Raw = {kind: {} for kind in KINDS}
     for path in sorted(raw_dir.glob("*")) if raw_dir.is_dir() else []:
         match = RAW_NAME.match(path.name)
         if not match or match.group(3) != KINDS[match.group(1)]:
             continue
         try:
-            if path.suffix == ".json":
-                data: Any = json.loads(path.read_text())
-            else:
-                # only empty cells are missing: a status "nan" (loss went NaN) stays a string
-                data = pd.read_csv(path, keep_default_na=False, na_values=[""])
-        except (ValueError, pd.errors.ParserError) as err:
-            raise ConfigError(f"{path}: cannot read raw file ({err})") from None
-        missing = REQUIRED.get(match.group(1), set()) - set(getattr(data, "columns", []))
-        if missing:
-            raise ConfigError(f"{path}: missing column(s) {sorted(missing)}")
-        raw[match.group(1)][match.group(2)] = data
+            text = path.read_text(encoding="utf-8")
+            kind = match.group(1)
+            data = json.loads(text) if path.suffix == ".json" else _read_csv(path, text, kind)
+        except ConfigError:
+            raise
+        except ValueError as err:  # JSONDecodeError, UnicodeDecodeError, pandas' errors
+            raise ConfigError(f"{path}: cannot read raw file ({one_line(err)})") from None
+        raw[kind][match.group(2)] = data
     return raw
+
+
+def _read_csv(path: Path, text: str, kind: str) -> pd.DataFrame:
+    """The usable rows of raw CSV `path` as pandas would read the file if it held only those."""
+    records, bad, header = read_records(text)
+    if not header:
+        raise ConfigError(f"{path}: empty file, no header row")
+    required = REQUIRED.get(kind, set())
+    missing = required - set(header)
+    if missing:
+        raise ConfigError(f"{path}: missing column(s) {sorted(missing)}")
+    rows = []
+    for line, row in records:
+        empty = sorted(c for c in required - MAY_BE_EMPTY if not row[c])
+        if empty:
+            bad.append(BadRow(line, row.get("cell_id", ""), f"empty required field(s) {empty}"))
+        else:
+            rows.append(row)
+    # only empty cells are missing: a status "nan" (loss went NaN) stays a string
+    df = pd.read_csv(io.StringIO(csv_text(rows, header)), keep_default_na=False, na_values=[""])
+    df.attrs["unusable"] = [str(b) for b in sorted(bad, key=lambda b: b.line)]
+    return df
 
 
 def build_report(raw_dir: Path, out_dir: Path) -> list[Path]:
@@ -100,6 +126,17 @@ def _inputs(rep: Report, raw: Raw) -> None:
         else "Every raw file is present for " + ", ".join(devices) + "."
     )
     rep.table("inputs", table, "Raw files by device")
+    unusable = [
+        f"`{kind}_{dev}.{KINDS[kind]}` {row}"
+        for kind, files in raw.items()
+        for dev, data in files.items()
+        for row in getattr(data, "attrs", {}).get("unusable", [])
+    ]
+    if unusable:
+        rep.say(
+            f"{len(unusable)} raw row(s) could not be used and are left out of every table "
+            "(the command that wrote a file measures its rows again): " + "; ".join(unusable) + "."
+        )
 
 
 FAILED_COLUMNS = "device sweep task length split decoder label seed status error".split()

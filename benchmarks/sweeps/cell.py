@@ -94,7 +94,7 @@ def run_cell(cell: Cell, device: str, threads: int | None = None) -> dict[str, A
     if threads:
         torch.set_num_threads(threads)
     if cell.train.get("meteor", True):
-        from benchmarks.harness.metrics import keep_meteor_alive
+        from benchmarks.harness.meteor import keep_meteor_alive
 
         keep_meteor_alive()  # one JVM per worker process, not one per cell
     env = environment(resolve_device(device))

@@ -12,6 +12,10 @@ depends on its seed and thread count only, never on which worker ran it.
 
 A worker that dies (killed, out of memory, node lost) costs its cell one retry; a second death
 becomes a row with status `worker_died` (or `oom`): a killer cell neither hangs nor sinks a sweep.
+The reverse holds too: local workers die with their driver, even a SIGKILLed one
+(benchmarks/lifeline.py), leave Ctrl-C to it, and are killed when it stops on Ctrl-C. The folder
+of started-cell markers is named after the driver's pid; one whose driver is dead is removed by
+the next local sweep.
 Ray: Moritz et al. 2018, "Ray: A Distributed Framework for Emerging AI Applications".
 """
 
@@ -28,6 +32,12 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from benchmarks.lifeline import (
+    die_with_parent,
+    ignore_sigint,
+    remove_orphaned_dirs,
+    sigint_blocked,
+)
 from benchmarks.sweeps.cell import Cell, failed_row, run_cell
 from models.errors import ConfigError, one_line
 
@@ -36,6 +46,7 @@ CellFn = Callable[[Cell, str, int | None], dict[str, Any]]
 Executor = Callable[[list[Cell], Record], None]
 EXECUTORS = ("sequential", "local", "ray")
 RETRIES = 1  # a cell whose worker died runs once more; a second death is the cell's own result
+MARKS_PREFIX = "attnbench-cells-"  # + "<driver pid>-<random>": the local pool's marker folder
 
 
 def get_executor(
@@ -85,7 +96,8 @@ def _run_local(
     threads = max(1, _cores() // workers)
     run = partial(_pool_round, device=device, threads=threads, cell_fn=cell_fn)
     pending = list(cells)
-    with tempfile.TemporaryDirectory(prefix="attnbench-cells-") as tmp:
+    remove_orphaned_dirs(MARKS_PREFIX)  # left by a driver that was killed outright
+    with tempfile.TemporaryDirectory(prefix=f"{MARKS_PREFIX}{os.getpid()}-") as tmp:
         marks = Path(tmp)
         while pending:
             broken = run(pending, record, workers=workers, marks=marks)
@@ -107,10 +119,19 @@ def _pool_round(
     threads: int,
     cell_fn: CellFn,
 ) -> list[Cell]:
-    """Run `cells` in a fresh spawn pool; returns those lost to a broken pool, in input order."""
+    """Run `cells` in a fresh spawn pool; returns those lost to a broken pool, in input order.
+    Ctrl-C (or any exception) in the driver kills the workers before it propagates: they ignore
+    SIGINT, and a clean shutdown would wait for their cells to finish."""
     lost: set[str] = set()
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(_marked, cell_fn, marks, c, device, threads): c for c in cells}
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(os.getpid(),),
+    )
+    try:
+        with sigint_blocked():  # submit starts the workers: born blocked, they ignore Ctrl-C
+            futures = {pool.submit(_marked, cell_fn, marks, c, device, threads): c for c in cells}
         for fut in as_completed(futures):
             cell = futures[fut]
             try:
@@ -119,7 +140,20 @@ def _pool_round(
                 lost.add(cell.cell_id)
             except Exception as exc:  # noqa: BLE001 - e.g. a row that cannot be pickled back
                 record(failed_row(cell, device, "error", one_line(exc, where=True)))
+    except BaseException:
+        for proc in list((pool._processes or {}).values()):  # no public handle on the workers
+            proc.kill()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return [c for c in cells if c.cell_id in lost]
+
+
+def _init_worker(driver_pid: int) -> None:
+    """First thing in every pool worker: die with the driver, and ignore Ctrl-C, which the
+    terminal sends to the whole process group; the driver alone handles it (and kills us)."""
+    ignore_sigint()
+    die_with_parent(driver_pid)
 
 
 def _marked(cell_fn: CellFn, marks: Path, cell: Cell, device: str, threads: int) -> dict:

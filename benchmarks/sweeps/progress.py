@@ -33,7 +33,7 @@ def _clock(seconds: float) -> str:
 class SweepProgress:
     """Call with each finished row; `close()` at the end."""
 
-    def __init__(self, phase: str, total: int, done: int = 0, stream: TextIO = sys.stderr) -> None:
+    def __init__(self, phase: str, total: int, done: int = 0, stream: TextIO = sys.stdout) -> None:
         self.phase, self.total, self.done, self.new = phase, total, done, 0
         self.stream, self.start = stream, time.perf_counter()
         self.bar = None

@@ -3,11 +3,16 @@
 A task is a function registered with `@register_task("name")` that returns a `TaskData`,
 deterministic from its seed. Token ids 0..3 are the reserved specials of models.base
 (PAD/<NULL>=0, BOS/<START>=1, EOS/<END>=2, UNK=3) in every vocabulary, source and target.
+`load_task` checks every argument against the task function's annotations first, so a value of
+the wrong type is refused naming its key, before the task compares it with anything.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
+import types
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -18,6 +23,10 @@ from models.base import SPECIAL_TOKENS
 from models.errors import ConfigError
 
 SourceKind = Literal["image", "tokens", "features"]
+# Greedy and beam search stop here even if EOS never comes: a decoder may run this many tokens
+# past the longest target it was trained on (a cap from training data, never from the split
+# being decoded, so one absurd reference cannot make decoding run for ever).
+DECODE_MARGIN = 5
 
 
 class TaskError(ConfigError):
@@ -88,10 +97,20 @@ class TaskData:
     encoder: str  # models registry name: "image_grid" | "text" | "features"
     encoder_cfg: dict[str, Any] = field(default_factory=dict)  # besides d_model
     config: dict[str, Any] = field(default_factory=dict)  # how it was made (seed, length, ...)
+    # longest output decoding may produce; None: the longest training target + DECODE_MARGIN.
+    # Set by generated tasks whose test targets are longer than any training target by design
+    decode_len: int | None = None
 
     @property
     def max_target_len(self) -> int:
         return max(len(e.target) for e in self.train + self.val + self.test)
+
+    @property
+    def max_decode_len(self) -> int:
+        """Decoding's length cap (tokens, EOS included), derived from the task, not the split."""
+        if self.decode_len is not None:
+            return self.decode_len
+        return max(len(e.target) for e in self.train) + DECODE_MARGIN
 
 
 _TASKS: dict[str, Callable[..., TaskData]] = {}
@@ -118,4 +137,40 @@ def load_task(name: str, **cfg: Any) -> TaskData:
     unknown = sorted(set(cfg) - set(keys))
     if unknown:
         raise TaskError(f"unknown config key(s) {unknown} for task '{name}'; accepted: {keys}")
+    hints = typing.get_type_hints(fn)
+    for key, value in cfg.items():
+        if key in hints and not _fits(hints[key], value):
+            raise TaskError(f"task '{name}': {key}={value!r} must be {_describe(hints[key])}")
     return fn(**cfg)
+
+
+def _fits(hint: Any, value: Any) -> bool:
+    """Whether `value` (as JSON gives it: bool, int, float, str, None, list, dict) has the
+    annotated type. An annotation this does not know lets the task check the value itself."""
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        return any(_fits(h, value) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is Literal:
+        return value in typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint in (int, float) and isinstance(value, bool):
+        return False  # a bool is an int to Python, never a count or a fraction to a user
+    if hint is int:
+        return isinstance(value, int)
+    if hint is float:
+        return isinstance(value, int | float) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    return True
+
+
+def _describe(hint: Any) -> str:
+    """`int | None` -> 'an integer or null': what a user should have typed."""
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        return " or ".join(_describe(h) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is Literal:
+        return f"one of {list(typing.get_args(hint))}"
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    return names.get(hint, "null" if hint is type(None) else str(hint))

@@ -22,7 +22,8 @@ Choices:
   seeded random subsets, kept in file / image order. The split and the two subsamples draw from
   independent streams of `seed`, so changing max_train never reshuffles val/test.
 - Every caption row and image index is validated, not only those kept, so a subsample never
-  hides a corrupt file.
+  hides a corrupt file. A row of more than `max_caption_words` words (default 100, as for the
+  plain format; cs231n's rows hold at most 15) is refused as broken data.
 
 Shapes: N captions, T caption row length, F feature width (512 or 4096).
 """
@@ -35,7 +36,10 @@ import numpy as np
 
 from benchmarks.tasks.base import Example, TaskData, TaskError, Vocab, register_task
 from benchmarks.tasks.plain import (
+    MAX_CAPTION_WORDS,
+    caption_too_long,
     check_features,
+    check_max_words,
     per_image_example,
     read_h5,
     read_json,
@@ -84,7 +88,7 @@ def read_vocab(path: Path) -> Vocab:
 
 
 def check_split(
-    raw: dict[str, np.ndarray], split: str, path: Path, vocab_size: int
+    raw: dict[str, np.ndarray], split: str, path: Path, vocab_size: int, max_words: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Validated (captions (N, T) int64, image_idxs (N,) int64) of `split`."""
     ckey, ikey = f"{split}_captions", f"{split}_image_idxs"
@@ -106,10 +110,13 @@ def check_split(
             f"(size {vocab_size})"
         )
     caps = caps.astype(np.int64)
-    empty = ~word_mask(caps).any(axis=1)  # (N,)
-    if empty.any():
-        r = int(np.argmax(empty))
+    words = word_mask(caps).sum(axis=1)  # (N,)
+    if (words == 0).any():
+        r = int(np.argmax(words == 0))
         raise TaskError(f"{where(path, ckey)}: row {r} has no words: {caps[r].tolist()}")
+    if (words > max_words).any():
+        r = int(np.argmax(words > max_words))
+        raise caption_too_long(f"{where(path, ckey)}: row {r}", int(words[r]), max_words)
     return caps, idxs.astype(np.int64)
 
 
@@ -183,12 +190,18 @@ def eval_examples(
 
 
 def load_split(
-    root: Path, split: str, pca: bool, raw: dict[str, np.ndarray], cap_path: Path, vocab_size: int
+    root: Path,
+    split: str,
+    pca: bool,
+    raw: dict[str, np.ndarray],
+    cap_path: Path,
+    vocab_size: int,
+    max_words: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Path]:
     """Validated captions (N, T), image_idxs (N,), features (N_images, F) and their file."""
     feat_path = require_file(root / feature_file(split, pca))
     feats = check_features(read_h5(feat_path, ["features"])["features"], feat_path, "features")
-    caps, idxs = check_split(raw, split, cap_path, vocab_size)
+    caps, idxs = check_split(raw, split, cap_path, vocab_size, max_words)
     check_image_idxs(idxs, cap_path, f"{split}_image_idxs", feat_path, len(feats))
     return caps, idxs, feats, feat_path
 
@@ -200,6 +213,7 @@ def coco(
     max_train: int | None = None,
     max_eval: int | None = None,
     seed: int = 0,
+    max_caption_words: int = MAX_CAPTION_WORDS,
 ) -> TaskData:
     """cs231n COCO captions with VGG-16 fc7 features (module docstring)."""
     root = Path(data_dir)
@@ -208,10 +222,14 @@ def coco(
     for name, value in (("max_train", max_train), ("max_eval", max_eval)):
         if value is not None and value < 1:
             raise TaskError(f"{name} must be >= 1 or None; got {value}")
+    check_max_words(max_caption_words)
     vocab = read_vocab(require_file(root / VOCAB_FILE))
     cap_path = require_file(root / CAPTIONS_FILE)
     raw = read_h5(cap_path, [f"{s}_{k}" for s in SPLITS for k in ("captions", "image_idxs")])
-    data = {s: load_split(root, s, pca_features, raw, cap_path, len(vocab)) for s in SPLITS}
+    data = {
+        s: load_split(root, s, pca_features, raw, cap_path, len(vocab), max_caption_words)
+        for s in SPLITS
+    }
     (f_train, p_train), (f_val, p_val) = ((data[s][2].shape[1:], data[s][3]) for s in SPLITS)
     if f_train != f_val:
         raise TaskError(f"{p_val}: features are {f_val} per image but {p_train} has {f_train}")
@@ -223,6 +241,7 @@ def coco(
         "max_train": max_train,
         "max_eval": max_eval,
         "seed": seed,
+        "max_caption_words": max_caption_words,
     }
     return TaskData(
         name="coco",

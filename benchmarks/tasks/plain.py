@@ -8,7 +8,9 @@ Format
 
   The image id is the image's row index in the features array, written as a decimal string
   (JSON keys are strings). Every listed image needs at least one caption and every caption at
-  least one word. Feature rows that no key names are ignored.
+  least one word and at most `max_caption_words` (default MAX_CAPTION_WORDS = 100; COCO's longest
+  caption has about 50): a longer one is refused, as a sign of broken data, since every word of
+  a reference is scored and decoded towards. Feature rows that no key names are ignored.
 `features`: a `.npy` file, or an `.h5` / `.hdf5` file holding dataset `features_key` (default
   "features"): a float array, no NaN/inf, of shape
     (N, D)     one vector per image (a CNN's pooled or fc7 output), or
@@ -46,6 +48,7 @@ _APOSTROPHES = re.compile(r"['\u2019]")
 _NON_WORD = re.compile(r"[\W_]+")
 _ROW_ID = re.compile(r"[0-9]+")
 _FINITE_CHUNK = 4096  # rows per NaN/inf check: no full-size bool temporary for a 1 GB fc7 array
+MAX_CAPTION_WORDS = 100  # default limit of words per caption in user data (plain and coco)
 
 
 def where(path: Path, key: str | None = None) -> str:
@@ -149,7 +152,21 @@ def tokenize(caption: str) -> list[str]:
     return _NON_WORD.sub(" ", _APOSTROPHES.sub("", caption.lower())).split()
 
 
-def read_captions(path: Path) -> dict[int, list[list[str]]]:
+def check_max_words(max_caption_words: int) -> None:
+    if max_caption_words < 1:
+        raise TaskError(f"max_caption_words must be >= 1; got {max_caption_words}")
+
+
+def caption_too_long(caption: str, words: int, limit: int) -> TaskError:
+    return TaskError(
+        f"{caption} has {words} words, more than max_caption_words={limit} "
+        "(broken data? the task argument max_caption_words raises the limit)"
+    )
+
+
+def read_captions(
+    path: Path, max_caption_words: int = MAX_CAPTION_WORDS
+) -> dict[int, list[list[str]]]:
     """{image row: tokenised captions} from a captions JSON (module docstring)."""
     data = read_json(path)
     if not isinstance(data, dict) or not data:
@@ -173,6 +190,8 @@ def read_captions(path: Path) -> dict[int, list[list[str]]]:
         for j, w in enumerate(words):
             if not w:
                 raise TaskError(f"{at}: caption {j} has no words: {short(caps[j])}")
+            if len(w) > max_caption_words:
+                raise caption_too_long(f"{at}: caption {j}", len(w), max_caption_words)
         out[int(key)] = words
     return out
 
@@ -217,12 +236,14 @@ def plain(
     test_fraction: float = 0.1,
     min_word_count: int = 1,
     seed: int = 0,
+    max_caption_words: int = MAX_CAPTION_WORDS,
 ) -> TaskData:
     """Captions JSON + features .npy/.h5 (format in the module docstring)."""
     if min_word_count < 1:
         raise TaskError(f"min_word_count must be >= 1; got {min_word_count}")
+    check_max_words(max_caption_words)
     cap_path, feat_path = require_file(captions), require_file(features)
-    texts = read_captions(cap_path)
+    texts = read_captions(cap_path, max_caption_words)
     feats = read_features(feat_path, features_key)  # (N, D) | (N, S, D)
     top = max(texts)
     if top >= len(feats):
@@ -241,6 +262,7 @@ def plain(
         "test_fraction": test_fraction,
         "min_word_count": min_word_count,
         "seed": seed,
+        "max_caption_words": max_caption_words,
     }
     return TaskData(
         name="plain",
