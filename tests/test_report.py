@@ -267,7 +267,9 @@ def test_build_report_quality_mean_std_over_seeds(built) -> None:
     m, s = statistics.mean((0.92, 1.0)), statistics.stdev((0.92, 1.0))
     assert (f"{m:.3f}", f"{s:.3f}") == ("0.960", "0.057")
     row = _line(out / "tables" / "quality_digits_cpu.md", "| rnn | 2 |")
-    assert "| 2 | 0.960 ± 0.057 | 0.480 ± 0.028 |" in row  # seeds, exact match, BLEU-4
+    assert (
+        "| 2 | plateau×1 target×1 | 0.960 ± 0.057 | 0.480 ± 0.028 |" in row
+    )  # seeds, stops, EM, BLEU-4
     assert "meteor" not in (out / "tables" / "quality_digits_cpu.md").read_text()  # all empty
 
 
@@ -334,7 +336,8 @@ def test_build_report_ablation_numbers(built) -> None:
     assert "causal=False: 0.990 vs 0.120 (gap 0.870)" in readme
     assert "reverse positional=sinusoidal (0.900)" in readme
     assert (
-        "| digits | rnn_attn | 4 | 1 | 0.750 |" in (out / "tables" / "alignment_cpu.md").read_text()
+        "| digits | rnn_attn | 4 | 1 | plateau×1 | 0.750 |"
+        in (out / "tables" / "alignment_cpu.md").read_text()
     )
     assert "At Dh=256" in readme and "(unscaled)" in readme
 

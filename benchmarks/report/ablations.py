@@ -18,6 +18,12 @@ from benchmarks.report.quality import ok_rows
 
 def ablations(rep: Report, frames: dict[str, pd.DataFrame], init: dict[str, pd.DataFrame]) -> None:
     rep.h(2, "Ablations")
+    if frames:
+        rep.say(
+            "Each ablation cell trains with the quality sweep's budget and stopping rule; the "
+            "`stops` column of every table says how it ended, and a cell stopped by the step "
+            "cap measures the budget, not the variant."
+        )
     if not frames:
         rep.say(
             "No `ablations_<device>.csv` in the raw results: run "

@@ -85,13 +85,16 @@ def markdown(df: pd.DataFrame) -> str:
 
 
 def summarise(df: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
-    """mean ± std of each metric per group of `keys` (metrics absent from every row dropped)."""
+    """mean ± std of each metric per group of `keys` (metrics absent from every row dropped),
+    and, for training cells, how the group's cells stopped (`stops`: target / plateau / cap)."""
     keep = [m for m in metrics if m in df and pd.to_numeric(df[m], errors="coerce").notna().any()]
+    stops = ["stops"] if "stop_reason" in df else []  # how each group's cells stopped
     rows = []
     for key, g in df.groupby(keys, sort=True, dropna=False):
         row = dict(zip(keys, key, strict=True)) | {"seeds": len(g)}
+        row |= {"stops": stop_counts(g["stop_reason"])} if stops else {}
         rows.append(row | {m: pm(g[m]) for m in keep})
-    return pd.DataFrame(rows, columns=[*keys, "seeds", *keep])
+    return pd.DataFrame(rows, columns=[*keys, "seeds", *stops, *keep])
 
 
 def numeric(df: pd.DataFrame, cols: Iterable[str]) -> pd.DataFrame:

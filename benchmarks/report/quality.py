@@ -63,7 +63,6 @@ def point_table(sub: pd.DataFrame) -> pd.DataFrame:
     grouped = sub.groupby(["decoder", "length"], sort=True)
     extra = pd.DataFrame(
         {
-            "stops": grouped["stop_reason"].agg(stop_counts),
             "steps": grouped["steps"].mean(),
             "tokens_to_95": grouped["tokens_to_95"].mean(),
             "reached_95": grouped["tokens_to_95"].agg(lambda s: f"{s.notna().sum()}/{len(s)}"),

@@ -44,7 +44,7 @@ def _cell(
     hp = hparams[decoder]
     train = common_budget(profile, seed=0) | {"decoder_cfg": decoder_cfg}
     train |= {"lr": hp["lr"], "warmup_steps": hp["warmup_steps"]}
-    args = {"length": length, "seed": 0, **profile.task_sizes}
+    args = {"length": length, "seed": 0, **profile.task_sizes(task)}
     extra["hparams"] = hp["hparams"]
     return Cell(sweep, task, args, decoder, train, label=label, length=length, extra=extra)
 

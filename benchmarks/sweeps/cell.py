@@ -7,6 +7,7 @@ read any row. `run_cell` never raises: a failure is the cell's result, kept as a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -85,10 +86,18 @@ def status_of(exc: BaseException) -> str:
     return "error"
 
 
+@functools.lru_cache(maxsize=2)
+def _cached_task(name: str, args_json: str) -> Any:
+    """The decoders of one (task, length, seed) train on the same data: a worker that runs two of
+    them in a row builds it once (digit strips take seconds to render). Tasks are read-only."""
+    from benchmarks.tasks import load_task
+
+    return load_task(name, **json.loads(args_json))
+
+
 def run_cell(cell: Cell, device: str, threads: int | None = None) -> dict[str, Any]:
     """Train and evaluate one cell; never raises: failures become a row with a status."""
     from benchmarks.harness.train import TrainConfig, train
-    from benchmarks.tasks import load_task
     from benchmarks.timing.devices import environment, resolve_device
 
     if threads:
@@ -105,7 +114,7 @@ def run_cell(cell: Cell, device: str, threads: int | None = None) -> dict[str, A
     }
     t0 = time.perf_counter()
     try:
-        task = load_task(cell.task, **cell.task_args)
+        task = _cached_task(cell.task, json.dumps(cell.task_args, sort_keys=True))
         result = train(task, TrainConfig(decoder=cell.decoder, device=device, **cell.train))
     except Exception as exc:  # noqa: BLE001 - any failure is a result of this cell
         wall = round(time.perf_counter() - t0, 3)

@@ -23,8 +23,9 @@ class Profile:
     seeds: tuple[int, ...]  # every quality cell runs once per seed
     d_model: int = 64  # encoder and decoder width, every decoder
     batch_size: int = 64  # sequences per step, every decoder and length
-    n_train: int = 10_000  # generated training examples (digits, reverse)
-    n_eval: int = 200  # validation and test examples each
+    n_train: int = 50_000  # generated training sequences (reverse, sort; cheap to make)
+    digits_n_train: int = 10_000  # training strips (each costs a render, and memory)
+    n_eval: int = 400  # validation and test examples each
     eval_every: int = 100  # steps between greedy validation passes (the curves' resolution)
     target: float = 0.99  # stop once validation exact match reaches this
     patience: int = 6  # ... or after this many evaluations without token-accuracy gain
@@ -36,10 +37,12 @@ class Profile:
     tune_warmups: tuple[int, ...] = (100, 400)  # linear warm-up steps tried
     ablation_lengths: tuple[int, int] = (8, 16)  # reverse lengths of the ablations (short, mid)
 
-    @property
-    def task_sizes(self) -> dict[str, int]:
-        """Split sizes passed to every generated task."""
-        return {"n_train": self.n_train, "n_val": self.n_eval, "n_test": self.n_eval}
+    def task_sizes(self, task: str = "reverse") -> dict[str, int]:
+        """Split sizes passed to a generated task. More sequences than steps * batch would use
+        keeps the attention decoders from memorising their training set (measured: the
+        Transformer plateaued at 0.95 on reverse L=32 with 10,000 and reached 0.99 with 50,000)."""
+        n_train = self.digits_n_train if task == "digits" else self.n_train
+        return {"n_train": n_train, "n_val": self.n_eval, "n_test": self.n_eval}
 
     def stopping(self, max_steps: int | None = None) -> dict[str, object]:
         """TrainConfig fields of the stopping rule, identical for every decoder."""
@@ -63,6 +66,7 @@ QUICK = Profile(
     d_model=32,
     batch_size=32,
     n_train=1000,
+    digits_n_train=1000,
     n_eval=50,
     eval_every=25,
     patience=3,
@@ -87,8 +91,9 @@ FULL = Profile(
     scan_splits=("simple", "length"),
     seeds=(0, 1, 2, 3, 4),
     d_model=128,
-    n_train=20_000,
-    n_eval=500,
+    n_train=100_000,
+    digits_n_train=20_000,
+    n_eval=1000,
     patience=10,
     max_steps=20_000,
     scan_max_steps=20_000,

@@ -32,7 +32,7 @@ def quality_cells(profile: Profile, tuning_csv: Path | None = None) -> list[Cell
     for seed in profile.seeds:
         for task in ("digits", "reverse"):
             for length in getattr(profile, f"{task}_lengths"):
-                args = {"length": length, "seed": seed, **profile.task_sizes}
+                args = {"length": length, "seed": seed, **profile.task_sizes(task)}
                 cells += [cell(task, args, dec, seed, length=length) for dec in decoders]
         for split in profile.scan_splits:
             args = {"split": split, "seed": seed, "n_val": profile.n_eval}

@@ -28,8 +28,16 @@ Log = Callable[[str], None]
 SWEEP_FILES = ("tuning", "quality", "ablations")  # raw CSVs that `all` regenerates
 
 
+def expected_cost(cell: Cell) -> float:
+    """A rough rank of a cell's run time: target tokens per example, images costlier. Sweeps
+    start the longest cells first, so two workers do not end with one long cell on one core."""
+    length = cell.length or 24  # SCAN: actions per command, 1..48
+    return (length + 1) * (4 if cell.task == "digits" else 1) * (2 if cell.decoder != "rnn" else 1)
+
+
 def _sweep(phase: str, cells: list[Cell], out: Path, device: str, **ex: Any) -> Path:
-    """Run `cells` into `out` (resuming what is there) behind a progress display."""
+    """Run `cells` into `out` (resuming what is there), longest first, behind a progress display."""
+    cells = sorted(cells, key=expected_cost, reverse=True)
     finished = {r.get("cell_id") for r in read_rows(out)}
     progress = SweepProgress(phase, len(cells), sum(c.cell_id in finished for c in cells))
     try:

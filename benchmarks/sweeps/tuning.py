@@ -37,7 +37,7 @@ def common_budget(profile: Profile, seed: int, max_steps: int | None = None) -> 
 
 def tuning_cells(profile: Profile) -> list[Cell]:
     task, length = profile.tune_task
-    args = {"length": length, "seed": 0, **profile.task_sizes}
+    args = {"length": length, "seed": 0, **profile.task_sizes(task)}
     cells = []
     for dec in list_decoders():
         base = decoder_class(dec).default_lr
