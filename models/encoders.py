@@ -10,8 +10,6 @@ Each returns `EncoderOutput(memory (B,S,D), memory_mask (B,S) bool, summary (B,D
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -19,17 +17,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .base import PAD, EncoderOutput
 from .errors import ConfigError
+from .positions import sinusoidal_table
 from .registry import register_encoder
-
-
-def sinusoidal_table(length: int, dim: int) -> Tensor:
-    """(length, dim) sinusoidal positions (Vaswani et al. 2017 §3.5)."""
-    pos = torch.arange(length, dtype=torch.float32).unsqueeze(1)  # (L, 1)
-    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    table = torch.zeros(length, dim)
-    table[:, 0::2] = torch.sin(pos * freq)
-    table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
-    return table
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:

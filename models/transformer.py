@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from . import registry
 from .base import Decoder, DecoderOutput, EncoderOutput, State, validate_encoder_output
 from .errors import ConfigError
+from .positions import sinusoidal_table
 from .registry import register_decoder
 
 KV = tuple[Tensor, Tensor]  # (k, v), each (B, H, L, Dh)
@@ -46,16 +47,6 @@ def key_padding(memory_mask: Tensor) -> Tensor | None:
     """(B, S) True = real -> the kernels' (B, 1, 1, S) attend-mask, or None when nothing is padded:
     without a mask tensor SDPA may take its fastest path."""
     return None if bool(memory_mask.all()) else memory_mask[:, None, None, :]
-
-
-def sinusoidal_table(max_len: int, d: int) -> Tensor:
-    """(max_len, D): PE(pos, 2i) = sin(pos / 10000^(2i/D)), PE(pos, 2i+1) = cos(same) (§3.5)."""
-    pos = torch.arange(max_len, dtype=torch.float32)[:, None]  # (max_len, 1)
-    div = torch.pow(10000.0, torch.arange(0, d, 2, dtype=torch.float32) / d)  # (ceil(D/2),)
-    pe = torch.zeros(max_len, d)
-    pe[:, 0::2] = torch.sin(pos / div)
-    pe[:, 1::2] = torch.cos(pos / div)[:, : d // 2]  # odd D has one cos column fewer
-    return pe
 
 
 def split_heads(x: Tensor, heads: int) -> Tensor:

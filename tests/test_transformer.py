@@ -15,7 +15,8 @@ import models
 import models.transformer  # noqa: F401  (registers `transformer` until models/__init__ does)
 from models.base import EncoderOutput
 from models.errors import ConfigError
-from models.transformer import TransformerDecoder, sinusoidal_table
+from models.positions import sinusoidal_table
+from models.transformer import TransformerDecoder
 
 B, S, T, D, V, H = 2, 5, 6, 16, 23, 4
 

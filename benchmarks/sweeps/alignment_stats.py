@@ -14,6 +14,7 @@ import torch
 
 from benchmarks.harness.batching import collate
 from benchmarks.tasks.base import TaskData
+from models.base import EOS
 from models.seq2seq import Seq2Seq
 
 
@@ -48,7 +49,7 @@ def alignment_stats(
             {
                 "id": ex.id,
                 "attn": attn[b, :t_real, :s_real].float().cpu().numpy().round(4).tolist(),  # (T, S)
-                "out_words": task.tgt_vocab.decode(ex.target + [2]),
+                "out_words": task.tgt_vocab.decode(ex.target + [EOS]),
                 "in_labels": task.src_vocab.decode(ex.source.tolist()) if task.src_vocab else None,
                 "image": ex.source[0].round(3).tolist() if task.source_kind == "image" else None,
             }

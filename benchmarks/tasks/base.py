@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from models.base import SPECIAL_TOKENS
+from models.base import EOS, SPECIAL_TOKENS, UNK
 from models.errors import ConfigError
 
 SourceKind = Literal["image", "tokens", "features"]
@@ -58,15 +58,15 @@ class Vocab:
         return len(self.idx_to_word)
 
     def encode(self, words: Sequence[str]) -> list[int]:
-        return [self.word_to_idx.get(w, 3) for w in words]
+        return [self.word_to_idx.get(w, UNK) for w in words]
 
     def decode(self, ids: Sequence[int]) -> list[str]:
         """Words of `ids` up to the first EOS, specials dropped."""
         words = []
         for i in ids:
-            if i == 2:
+            if i == EOS:
                 break
-            if i > 3:
+            if i >= len(SPECIAL_TOKENS):
                 words.append(self.idx_to_word[i])
         return words
 

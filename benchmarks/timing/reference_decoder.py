@@ -13,7 +13,7 @@ import math
 from torch import Tensor, nn
 
 from models.base import DecoderOutput, EncoderOutput
-from models.transformer import sinusoidal_table
+from models.positions import sinusoidal_table
 
 REFERENCE = "nn.TransformerDecoder"  # its name in benchmark records, tables and legends
 
