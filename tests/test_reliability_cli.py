@@ -14,7 +14,7 @@ import pytest
 
 from benchmarks.cli import main
 from benchmarks.timing import devices
-from tests.real_data_fixtures import write_plain
+from tests.tasks.real_data_fixtures import write_plain
 
 TINY = "--task reverse --length 3 --task-arg n_train=16 --task-arg n_val=4 --task-arg n_test=4"
 TINY = TINY.split() + "--d-model 8 --max-steps 2 --eval-every 2 --no-meteor".split()

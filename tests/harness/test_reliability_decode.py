@@ -17,7 +17,7 @@ from benchmarks.harness.train import build_model
 from benchmarks.tasks import TaskError, load_task
 from benchmarks.tasks.base import Example
 from models.base import EOS
-from tests.real_data_fixtures import write_coco, write_plain
+from tests.tasks.real_data_fixtures import write_coco, write_plain
 
 
 def test_decode_stops_at_the_longest_training_target_plus_margin(monkeypatch):

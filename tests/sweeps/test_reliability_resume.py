@@ -20,7 +20,7 @@ CELLS = 4
 
 
 def tiny_cell(seed: int) -> Cell:
-    """A real, ~0.3 s training run (as tests/test_executors.py's tiny_cell)."""
+    """A real, ~0.3 s training run (as tests/sweeps/test_executors.py's tiny_cell)."""
     args = {"length": 4, "seed": seed, "n_train": 48, "n_val": 8, "n_test": 8}
     train = {"d_model": 16, "batch_size": 8, "max_steps": 4, "warmup_steps": 1, "eval_every": 4}
     return Cell("test", "reverse", args, "rnn", train | {"meteor": False, "seed": seed})

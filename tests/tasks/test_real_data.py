@@ -1,6 +1,6 @@
 """User-data loaders: the cs231n COCO HDF5 format and the plain captions-JSON + features format.
 
-Valid tiny files come from tests/real_data_fixtures.py; every bad input must raise a one-line
+Valid tiny files come from tests.tasks.real_data_fixtures.py; every bad input must raise a one-line
 TaskError naming the file and the key/value at fault. Shapes: N images, S positions, D width.
 """
 
@@ -19,7 +19,7 @@ import pytest
 from benchmarks.tasks.base import TaskError, load_task
 from benchmarks.tasks.coco import coco
 from benchmarks.tasks.plain import plain, tokenize
-from tests.real_data_fixtures import coco_vocab, write_coco, write_plain
+from tests.tasks.real_data_fixtures import coco_vocab, write_coco, write_plain
 
 CAPS = "coco2014_captions.h5"
 VOCAB = "coco2014_vocab.json"

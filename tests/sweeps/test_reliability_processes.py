@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 HAS_JAVA = shutil.which("java") is not None
 SPAWN_TIMEOUT_S = 120  # workers import torch on 2 busy cores: seconds each

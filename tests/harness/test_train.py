@@ -24,7 +24,7 @@ from benchmarks.tasks import load_task
 from benchmarks.tasks.base import TaskData
 from models import list_decoders
 from models.base import PAD
-from tests.real_data_fixtures import write_coco, write_plain
+from tests.tasks.real_data_fixtures import write_coco, write_plain
 
 CAPTION_KEYS = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider")
 SEQUENCE_KEYS = ("exact_match", "token_accuracy", "perplexity", "nll_per_token", "n_examples")

@@ -1,5 +1,5 @@
 """The throughput rewrite changes no number: the fused rnn_attn recurrence and the Transformer's
-fused projections equal the round-1 math (tests/reference_decoders.py) within 1e-5, outputs and
+fused projections equal the round-1 math (tests/models/reference_decoders.py) within 1e-5, outputs and
 every parameter's gradient, and the hand-written backward passes torch.autograd.gradcheck.
 
 Shapes: B batch, S memory length, T target length, D width, V vocab, A alignment width.
@@ -16,7 +16,7 @@ from models.base import EncoderOutput
 from models.rnn import CELLS
 from models.rnn_attn import AttnRNNDecoder
 from models.transformer import TransformerDecoder
-from tests.reference_decoders import rnn_attn_reference, transformer_reference
+from tests.models.reference_decoders import rnn_attn_reference, transformer_reference
 
 B, S, T, D, V = 3, 6, 5, 16, 11
 TOL = dict(rtol=1e-5, atol=1e-5)
