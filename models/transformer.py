@@ -123,7 +123,9 @@ class DecoderLayer(nn.Module):
         self.norm_first = norm_first
         self.self_attn = SelfAttention(d, heads, kernel, kernel_cfg)
         self.cross_attn = CrossAttention(d, heads, kernel, kernel_cfg)
-        self.ffn = nn.Sequential(nn.Linear(d, ffn_dim), nn.ReLU(), nn.Linear(ffn_dim, d))  # §3.3
+        # §3.3; in-place ReLU: its backward needs only the output, so no second (B, T, F) buffer
+        relu = nn.ReLU(inplace=True)
+        self.ffn = nn.Sequential(nn.Linear(d, ffn_dim), relu, nn.Linear(ffn_dim, d))
         self.norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(3))
         self.drop = nn.Dropout(dropout)  # residual dropout (§5.4)
 
