@@ -1,7 +1,8 @@
 """Behaviour specific to the recurrent decoders `rnn` (context vector only) and `rnn_attn`.
 
 The generic contract (causality, padding, step == forward at defaults, beam, gradients, overfit)
-lives in tests/models/test_decoders.py; here: what only these two promise, over every cell/alignment.
+lives in tests/models/test_decoders.py; here: what only these two promise, over every cell and
+alignment.
 Shapes: B batch, S memory length, T target length, D width, V vocab.
 """
 

@@ -1,6 +1,6 @@
 """The throughput rewrite changes no number: the fused rnn_attn recurrence and the Transformer's
-fused projections equal the round-1 math (tests/models/reference_decoders.py) within 1e-5, outputs and
-every parameter's gradient, and the hand-written backward passes torch.autograd.gradcheck.
+fused projections equal the round-1 math (tests/models/reference_decoders.py) within 1e-5,
+outputs and every parameter's gradient; the hand-written backward passes gradcheck.
 
 Shapes: B batch, S memory length, T target length, D width, V vocab, A alignment width.
 """
