@@ -24,7 +24,7 @@ def quality_cells(profile: Profile, tuning_csv: Path | None = None) -> list[Cell
     def cell(task: str, args: dict, dec: str, seed: int, **kw: Any) -> Cell:
         steps = profile.scan_max_steps if task == "scan" else profile.max_steps
         train = common_budget(profile, seed, steps) | _lr(hparams[dec])
-        train["meteor"] = task == "digits"  # the captioning task reports the COCO metrics
+        train["meteor"] = task == "digits" and profile.meteor  # the captioning task's COCO metrics
         extra = {"hparams": hparams[dec]["hparams"]}
         return Cell("quality", task, args, dec, train, extra=extra, **kw)
 

@@ -44,7 +44,8 @@ def tuning_cells(profile: Profile) -> list[Cell]:
         for factor in profile.tune_lr_factors:
             for warmup in profile.tune_warmups:
                 lr = float(f"{base * factor:.3g}")
-                train = common_budget(profile, 0) | {"lr": lr, "warmup_steps": warmup}
+                train = common_budget(profile, 0, profile.tune_max_steps)
+                train |= {"lr": lr, "warmup_steps": warmup}
                 label = f"lr={lr:g} warmup={warmup}"
                 cells.append(Cell("tuning", task, args, dec, train, label=label, length=length))
     return cells
