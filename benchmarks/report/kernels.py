@@ -16,6 +16,7 @@ import pandas as pd
 
 from benchmarks.report import plots
 from benchmarks.report.base import Report, fmt, numeric
+from benchmarks.report.throughput import training
 
 KERNEL_COLUMNS = "kernel mode causal n b median_ms iqr_ms".split()
 KERNEL_NUMERIC = "n b h dh t tokens flops query_key_pairs median_s iqr_s peak_mem_mb batch".split()
@@ -60,7 +61,7 @@ def kernels(rep: Report, jsons: dict[str, dict], memory: dict[str, pd.DataFrame]
             _memory(rep, numeric(memory[dev], ["n", "b", "peak_mem_mb", "predicted_mem_mb"]), dev)
         _decode(rep, bench[bench["kind"] == "decode_step"], dev)
         _decode_total(rep, bench[bench["kind"] == "decode_total"], dev)
-        _train(rep, bench[bench["kind"] == "train_step"], dev)
+        training(rep, bench, dev)
 
 
 def _kernel_times(rep: Report, bench: pd.DataFrame, dev: str, unit: str) -> None:
@@ -291,25 +292,3 @@ def _decode_total(rep: Report, d: pd.DataFrame, dev: str) -> None:
         d[["variant", "t", "batch", "total_ms", "per_token_ms", "tokens_per_s"]],
         f"Decoding T tokens from scratch ({dev})",
     )
-
-
-def _train(rep: Report, d: pd.DataFrame, dev: str) -> None:
-    if d.empty:
-        return
-    rep.h(3, f"Training-step throughput ({dev})")
-    d = d.assign(tokens_per_s=d["tokens"] / d["median_s"])
-    top = d[d["t"] == d["t"].max()].sort_values("decoder")
-    rep.say(
-        f"Teacher-forced forward + backward + AdamW at T={int(d['t'].max())}: "
-        + ", ".join(f"{r.decoder} {fmt(r.tokens_per_s)} tokens/s" for r in top.itertuples())
-        + "."
-    )
-    rep.figure(
-        f"train_step_{dev}",
-        plots.lines(
-            d, "t", [("tokens_per_s", "tokens/s")], "decoder", f"training step ({dev})", logx=True
-        ),
-    )
-    table = d.pivot_table(index="decoder", columns="t", values="tokens_per_s", aggfunc="median")
-    table.columns = [f"T={int(t)} tokens/s" for t in table.columns]
-    rep.table(f"train_step_{dev}", table.reset_index(), f"Training-step tokens/s ({dev})")

@@ -143,6 +143,10 @@ def _kernels_json() -> dict:
         benches.append(_bench("decode_total", 0.04, decoder=dec, use_cache=None, t=8, batch=2))
         for t in (8, 16):
             benches.append(_bench("train_step", 0.01 * t, decoder=dec, t=t, tokens=4 * t))
+    for dec, median in (("rnn", 0.01), ("rnn_attn", 0.04), ("transformer", 0.02),
+                        ("nn.TransformerDecoder", 0.025)):  # fmt: skip
+        benches.append(_bench("train_throughput", median, decoder=dec, d_model=128, batch=64,
+                              t=32, mem_len=32, vocab=20, tokens=2048, threads=1))  # fmt: skip
     skipped = [{"name": "test_kernel[additive-n256-full-fwd]", "kernel": "additive", "n": 256,
                 "reason": "additive materialises (B,H,T,S,A): N capped at 128"}]  # fmt: skip
     return {"machine_info": {"attnbench": {"profile": "quick"}}, "benchmarks": benches,
@@ -234,6 +238,7 @@ def test_build_report_writes_tables_plots_and_readme(built) -> None:
         "kv_cache_cpu",
         "decode_total_cpu",
         "train_step_cpu",
+        "train_throughput_cpu",
         "failed_cells",
         "environment",
         "bench_timing",
@@ -458,3 +463,12 @@ def test_build_report_scan_beside_lake_and_baroni(built) -> None:
     _, out, _ = built
     row = _line(out / "tables" / "scan_cpu.md", "| simple | transformer |")
     assert "0.997 (LSTM, no attention)" in row and "0.998 (LSTM, no attention)" in row
+
+
+def test_build_report_states_the_training_throughput_ratios(built) -> None:
+    _, out, _ = built
+    readme = (out / "README.md").read_text()
+    assert "rnn_attn/rnn = 0.25 at d_model 128" in readme  # 0.01 / 0.04 s per step
+    assert "transformer/nn.TransformerDecoder = 1.25 at d_model 128" in readme  # 0.025 / 0.02
+    row = _line(out / "tables" / "train_throughput_cpu.md", "| nn.TransformerDecoder |")
+    assert "81,920" in row  # 2048 tokens / 0.025 s
