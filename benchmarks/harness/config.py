@@ -6,11 +6,12 @@ is refused before training instead of after it.
 
 The stopping rule (what makes a quality number a result): training ends at the first of
   target   the validation `target_metric` reaches `target` (exact match 0.99 in the sweeps);
-  plateau  `patience` evaluations in a row without an improvement of `select_metric` (also what
-           picks the weights returned) of more than `min_delta`;
+  plateau  `patience` evaluations in a row in which neither `target_metric` nor
+           `select_metric` improved on its best by more than `min_delta`;
   cap      `max_steps` (the backstop: a capped run measures the budget, not the decoder).
-The plateau watches a smooth metric (token accuracy) rather than exact match: a decoder whose
-exact match sits at 0 while its tokens still improve is learning, not stuck.
+The plateau watches exact match AND token accuracy: a decoder whose exact match sits at 0 while
+its tokens improve is learning, and so is one whose token accuracy is saturated near 1 while its
+exact match climbs. The weights returned are the best by (target_metric, select_metric).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class TrainConfig:
     clip_norm: float = 1.0  # gradient-norm clipping (> 0)
     label_smoothing: float = 0.0
     eval_every: int = 250  # steps between greedy validation passes
-    select_metric: str = "token_accuracy"  # validation metric of the plateau rule / best weights
+    select_metric: str = "token_accuracy"  # plateau and best weights, beside target_metric
     target_metric: str = "exact_match"  # validation metric the target applies to
     target: float | None = None  # stop once target_metric reaches this (None: no target)
     patience: int = 0  # plateau: stop after this many evaluations without improvement (0: never)

@@ -144,7 +144,7 @@ def train(
         if run.state["step"] % cfg.eval_every == 0 or run.state["step"] == cfg.max_steps:
             stop = _validate(model, task, cfg, device, run.state, running)
             running = []
-            if run.state["bad_evals"] == 0:
+            if run.state["improved"]:
                 run.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
             last = run.state["history"][-1]
             bar.set_postfix(loss=f"{last['train_loss']:.3f}", val=f"{last[cfg.select_metric]:.3f}")
@@ -221,7 +221,7 @@ class _Run:
     task_args: dict[str, Any] | None
     state: dict[str, Any] = field(
         default_factory=lambda: {
-            "step": 0, "train_s": 0.0, "tokens": 0, "history": [], "best": None, "bad_evals": 0,
+            "step": 0, "train_s": 0.0, "tokens": 0, "history": [], "best_key": None, "bad_evals": 0,
             "stop_reason": None,
         }
     )  # fmt: skip
@@ -266,6 +266,11 @@ def tokens_to(history: list[dict[str, Any]], metric: str, level: float) -> int |
     return next((int(h["tokens"]) for h in history if h.get(metric, -math.inf) >= level), None)
 
 
+def signed(metrics: dict[str, Any], name: str) -> float:
+    """A validation metric with larger meaning better (the NLL negated)."""
+    return metrics[name] * (1 if SELECT_METRICS[name] else -1)
+
+
 def reached(value: float, metric: str, level: float) -> bool:
     """`value` of `metric` is at least as good as `level` (lower is better for the NLL)."""
     return value >= level if SELECT_METRICS[metric] else value <= level
@@ -279,11 +284,15 @@ def _validate(
     state: dict[str, Any],
     running: list[float],
 ) -> str | None:
-    """Greedy validation pass; updates best/bad_evals; returns the stop reason that fired, if any.
+    """Greedy validation pass; updates the best weights' key and the plateau count; returns the
+    stop reason that fired, if any.
 
-    Checked in this order: the target (`target_metric` reached it: stop, whatever the plateau
-    count), then the plateau (`patience` evaluations without an improvement of `select_metric`
-    of more than `min_delta`).
+    The weights kept are those with the best (target_metric, select_metric), compared in that
+    order: exact match first, token accuracy breaking ties (all-zero exact match at long
+    lengths). The plateau counts evaluations in which NEITHER metric gained more than
+    `min_delta` over its own best: token accuracy saturates near 1 while exact match still
+    climbs, and exact match sits at 0 while token accuracy still climbs; either is learning.
+    Checked in this order: the target, then the plateau.
     """
     metrics = evaluate(model, task, task.val, device, 1, caption_metrics=False)
     row = {
@@ -293,13 +302,16 @@ def _validate(
         "train_loss": float(np.mean(running)) if running else math.nan,
     }
     state["history"].append(row | metrics)
-    higher = SELECT_METRICS[cfg.select_metric]
-    score = metrics[cfg.select_metric] * (1 if higher else -1)  # larger is better from here on
-    if state["best"] is None or score > state["best"] + cfg.min_delta:
-        state["best"], state["bad_evals"] = score, 0
+    key = [signed(metrics, cfg.target_metric), signed(metrics, cfg.select_metric)]
+    state["improved"] = state.get("best_key") is None or key > state["best_key"]
+    if state["improved"]:
+        state["best_key"] = key
         state["best_val"] = metrics  # the val metrics of the weights train() will return
-    else:
-        state["bad_evals"] += 1
+    best, gained = state.setdefault("plateau_best", {}), False
+    for name in dict.fromkeys((cfg.target_metric, cfg.select_metric)):
+        if name not in best or signed(metrics, name) > best[name] + cfg.min_delta:
+            best[name], gained = signed(metrics, name), True
+    state["bad_evals"] = 0 if gained else state["bad_evals"] + 1
     if cfg.target is not None and reached(
         metrics[cfg.target_metric], cfg.target_metric, cfg.target
     ):

@@ -83,7 +83,7 @@ QUICK = Profile(
 )
 DEFAULT = Profile(
     "default",
-    digits_lengths=(2, 4, 8, 16),
+    digits_lengths=(2, 4, 8),  # 16: ~5 min a cell on one core (the CNN), in `full` only
     reverse_lengths=(4, 8, 16, 32),
     scan_splits=("simple", "length"),
     seeds=(0, 1),

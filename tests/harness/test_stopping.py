@@ -96,3 +96,40 @@ def test_stopping_rule_fields_are_checked_before_training() -> None:
         config(target_metric="bleu4")
     with pytest.raises(ConfigError, match="min_delta=-0.1"):
         config(min_delta=-0.1)
+
+
+def scripted(monkeypatch, sequence: list[tuple[float, float]]) -> None:
+    """Validation passes return (exact match, token accuracy) from `sequence`, in order; the
+    final test-split evaluation gets the last entry again."""
+    values = iter([*sequence, sequence[-1]])
+
+    def fake_evaluate(*args, **kwargs) -> dict:
+        em, tok = next(values)
+        return {"exact_match": em, "token_accuracy": tok, "nll_per_token": 1.0,
+                "tf_token_accuracy": tok}  # fmt: skip
+
+    monkeypatch.setattr(train_mod, "evaluate", fake_evaluate)
+
+
+def test_stopping_plateau_waits_while_either_metric_climbs(monkeypatch) -> None:
+    """Token accuracy saturated while exact match climbs is learning; so is the reverse."""
+    sequence = [(0.5, 0.99), (0.6, 0.99), (0.7, 0.99), (0.7, 0.99), (0.0, 0.30), (0.0, 0.30)]
+    sequence[4:] = [(0.7, 0.99), (0.7, 0.99)]  # then neither gains: plateau after 2 evaluations
+    scripted(monkeypatch, sequence)
+    result = train(load_task("reverse", **TASK), config(patience=2, max_steps=200))
+    assert result.stop_reason == "plateau"
+    assert [h["step"] for h in result.history] == [10, 20, 30, 40, 50]
+
+
+def test_stopping_plateau_waits_while_token_accuracy_climbs_at_zero_exact_match(
+    monkeypatch,
+) -> None:
+    scripted(monkeypatch, [(0.0, 0.10), (0.0, 0.12), (0.0, 0.14), (0.0, 0.14), (0.0, 0.14)])
+    result = train(load_task("reverse", **TASK), config(patience=2, max_steps=200))
+    assert result.stop_reason == "plateau" and result.steps == 50  # gains at 10, 20, 30
+
+
+def test_stopping_keeps_the_weights_of_the_best_exact_match(monkeypatch) -> None:
+    scripted(monkeypatch, [(0.2, 0.95), (0.6, 0.90), (0.4, 0.99), (0.4, 0.99), (0.4, 0.99)])
+    result = train(load_task("reverse", **TASK), config(patience=2, max_steps=200))
+    assert result.val["exact_match"] == 0.6  # not the token-accuracy best (0.99)
