@@ -1,6 +1,6 @@
 """`python -m benchmarks tune`: each decoder's learning rate and warm-up, from a small sweep.
 
-Every registered decoder is trained at the profile's tuning length (reverse L=12 by default: not
+Every registered decoder is trained at the profile's tuning length (reverse L=10 by default: not
 a headline length, so the headline cells are not the ones the settings were picked on) with the
 profile's stopping rule, for each learning rate (its registry default times each factor) and
 warm-up. The winner per decoder is the setting that reached the target on the fewest training
