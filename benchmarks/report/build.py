@@ -100,7 +100,7 @@ def build_report(raw_dir: Path, out_dir: Path) -> list[Path]:
     _inputs(rep, raw)
     tuning(rep, raw["tuning"])
     quality(rep, raw["quality"])
-    ablations(rep, raw["ablations"], raw["scaling_init"])
+    ablations(rep, raw["ablations"], raw["scaling_init"], raw["quality"])
     kernels(rep, raw["kernels"], raw["kernel_memory"])
     _failed(rep, raw)
     _environment(rep, raw)

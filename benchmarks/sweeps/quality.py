@@ -26,6 +26,8 @@ def quality_cells(profile: Profile, tuning_csv: Path | None = None) -> list[Cell
         train = common_budget(profile, seed, steps) | _lr(hparams[dec])
         train["meteor"] = task == "digits" and profile.meteor  # the captioning task's COCO metrics
         extra = {"hparams": hparams[dec]["hparams"]}
+        if task != "scan":  # where attention looks: the ablations read it from these cells
+            extra["alignment"] = True
         return Cell("quality", task, args, dec, train, extra=extra, **kw)
 
     cells = []

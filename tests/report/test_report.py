@@ -472,3 +472,25 @@ def test_build_report_states_the_training_throughput_ratios(built) -> None:
     assert "transformer/nn.TransformerDecoder = 1.25 at d_model 128" in readme  # 0.025 / 0.02
     row = _line(out / "tables" / "train_throughput_cpu.md", "| nn.TransformerDecoder |")
     assert "81,920" in row  # 2048 tokens / 0.025 s
+
+
+def test_ablation_baselines_come_from_the_quality_sweep() -> None:
+    import pandas as pd
+
+    from benchmarks.report.ablations import with_baselines
+
+    abl = pd.DataFrame([
+        {"sweep": "causal", "task": "reverse", "length": 8, "decoder": "transformer",
+         "label": "causal=False", "seed": 0, "exact_match": 0.1},
+    ])  # fmt: skip
+    quality = pd.DataFrame([
+        {"sweep": "quality", "task": "reverse", "length": L, "decoder": d, "label": "",
+         "seed": s, "exact_match": 0.9, "alignment_fraction": 0.8 if d != "rnn" else None}
+        for L in (8, 16) for d in ("rnn", "transformer") for s in (0, 1)
+    ])  # fmt: skip
+    out = with_baselines(abl, quality)
+    causal = out[out["sweep"] == "causal"].sort_values("label")
+    assert list(causal["label"]) == ["causal=False", "causal=True"]
+    assert causal.iloc[1][["length", "seed", "decoder"]].tolist() == [8, 0, "transformer"]
+    aligned = out[out["sweep"] == "alignment"]
+    assert len(aligned) == 4 and set(aligned["decoder"]) == {"transformer"}  # rnn has none
