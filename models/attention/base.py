@@ -15,11 +15,12 @@ Beside the call, each kernel class declares what the benchmarks read through the
                         output gradient when `backward`), for a fresh process;
   unavailable_reason()  why the kernel cannot run on this platform, or None.
 
-Peak memory on CPU is the resident-set high-water mark (VmHWM) of a fresh process, and glibc
-decides how much of it freed blocks keep. The predictors model glibc's defaults, where blocks
-above the mmap threshold are unmapped when freed; `MALLOC_MMAP_THRESHOLD_=65536
-MALLOC_TRIM_THRESHOLD_=0` (every freed block returned) measured the same within a few % for every
-kernel (each kernel's docstring states its own gap).
+Peak memory on CPU is the resident-set high-water mark (VmHWM) of one call in a fresh process
+after a small warm-up call (`benchmarks/kernels.py: measure_one`; flex: after `warm_up` on the
+same shapes, which compiles them). Each predictor adds up the buffers alive at the call's
+busiest moment, in fp32, under glibc's default allocator; the measurements behind each model,
+under glibc's defaults and with every freed block returned to the kernel
+(`MALLOC_MMAP_THRESHOLD_=65536 MALLOC_TRIM_THRESHOLD_=0`), are in its docstring.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
+
+MiB = 2**20
+# MKL allocates about 4 MiB of GEMM workspace on the first large matmul of a process; the small
+# warm-up call does not reach that size, so kernels that call large GEMMs pay it once (measured
+# 4.1-4.4 MiB, independent of the thread count and of the allocator settings).
+GEMM_WORKSPACE = 4 * MiB
 
 
 def causal_mask(t: int, s: int, device: torch.device | None = None) -> Tensor:

@@ -11,8 +11,8 @@ import math
 from torch import Tensor
 
 from ..registry import register_kernel
-from .base import AttentionKernel, explicit_weights
-from .flash import FlashAttentionFn
+from .base import GEMM_WORKSPACE, AttentionKernel, explicit_weights
+from .flash import FlashAttentionFn, flash_backward_bytes, flash_forward_bytes
 
 BLOCK_Q, BLOCK_K = 256, 512  # chosen by the measurement above
 
@@ -53,14 +53,21 @@ class ChunkedAttention(AttentionKernel):
         dtype_bytes: int = 4,
         block_size: int | tuple[int, int] = (BLOCK_Q, BLOCK_K),
     ) -> int:
-        """TBD"""
+        """Forward: one (B*H, bq, bk) tile, a block of scaled queries and of accumulators, the
+        output and the logsumexp. Forward+backward peaks in the backward: out and logsumexp
+        (saved), dq, dk, dv, two tiles, the dK/dV accumulators of one key block and a
+        product buffer. Plus the GEMM workspace. See `flash_backward_bytes`.
+        """
         bq, bk = block_pair(block_size)
-        bq, bk = min(bq, t), min(bk, s)
-        tile = b * h * bq * bk * 4
-        x, kv = b * h * t * dh * dtype_bytes, b * h * s * dh * dtype_bytes
         if backward:
-            return 2 * tile + 2 * x + 2 * kv
-        return tile + x
+            return (
+                max(
+                    flash_forward_bytes(b * h, t, s, dh, (bq, bk), causal, dtype_bytes),
+                    flash_backward_bytes(b * h, t, s, dh, (bq, bk), causal, dtype_bytes),
+                )
+                + GEMM_WORKSPACE
+            )
+        return flash_forward_bytes(b * h, t, s, dh, (bq, bk), causal, dtype_bytes) + GEMM_WORKSPACE
 
     def forward(
         self,

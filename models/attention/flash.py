@@ -6,10 +6,10 @@ masks stay (B|1, H|1, T|1, S) and are applied to a tile viewed as (B, H, bq, bk)
 
 Forward: outer loop over query blocks, inner loop over key blocks with a running max m, running
 sum l and unnormalised output (online softmax, Milakov & Gimelshein 2018); it returns the output
-and the logsumexp lse = m + log l per query row. Backward: outer loop over key blocks, inner over
-query blocks; each tile's probabilities are recomputed from lse, so nothing (T, S)-sized is saved.
-Causal (top-left): tiles entirely above the diagonal are never visited, tiles entirely below it
-get no mask at all, only tiles that straddle it are masked.
+and the logsumexp lse = m + log l per query row. Backward: the same tiles, each tile's
+probabilities recomputed from lse, so nothing (T, S)-sized is saved. Causal (top-left): tiles
+entirely above the diagonal are never visited, tiles entirely below it get no mask at all, and
+each query block's keys [i0, i1) form one square tile, the only one masked (`key_blocks`).
 
 Memory: one preallocated (N, bq, bk) tile forward, two backward, reused by every block
 (in-place exp, subtract, multiply; matmuls write into the buffer with `out=`).
@@ -33,24 +33,15 @@ EXP_FLOOR = -80.0  # exp stays on its fast path and in normal floats (see _Tiles
 def key_blocks(i0: int, i1: int, s: int, causal: bool, bk: int) -> Iterator[tuple[int, int, bool]]:
     """Key ranges [j0, j1) that queries [i0, i1) attend, and whether the tile needs a causal mask.
 
-    With `causal`, keys j >= i1 are above the diagonal for every query of the block: skipped.
+    With `causal`, keys j < i0 are attended by every query of the block: tiles of bk keys, no
+    mask; keys [i0, i1) straddle the diagonal: one (bq, bq) tile, masked; keys j >= i1 are after
+    every query of the block: skipped. So masks and wasted work are confined to a bq-wide band.
     """
-    stop = min(s, i1) if causal else s
-    for j0 in range(0, stop, bk):
-        j1 = min(j0 + bk, stop)
-        yield j0, j1, causal and j1 - 1 > i0  # some key in the tile is after some query
-
-
-def query_blocks(
-    j0: int, j1: int, t: int, causal: bool, bq: int
-) -> Iterator[tuple[int, int, int, bool]]:
-    """Query ranges [i0, i1) that attend keys [j0, j1), the keys' end for them (with `causal`,
-    keys >= i1 are after every query of the block), and whether the tile needs a causal mask."""
-    start = (j0 // bq) * bq if causal else 0  # with `causal`, queries i < j0 see none of the keys
-    for i0 in range(start, t, bq):
-        i1 = min(i0 + bq, t)
-        stop = min(j1, i1) if causal else j1
-        yield i0, i1, stop, causal and stop - 1 > i0
+    below = min(i0, s) if causal else s
+    for j0 in range(0, below, bk):
+        yield j0, min(j0 + bk, below), False
+    if causal and below < min(i1, s):
+        yield below, min(i1, s), min(i1, s) - 1 > i0  # some key in the tile is after some query
 
 
 class _Tiles:
@@ -65,6 +56,7 @@ class _Tiles:
     """
 
     def __init__(self, q: Tensor, bq: int, bk: int, tiles: int) -> None:
+        """`bk`: the widest tile, max(bq, bk) when causal (its diagonal tiles are bq x bq)."""
         n, _, dh = q.shape
         self.tiles = [q.new_empty(n * bq * bk) for _ in range(tiles)]
         self.qs = q.new_empty(n * bq * dh)
@@ -137,7 +129,7 @@ def flash_forward(
     """
     n, t, dh = q.shape
     bq, bk = min(block[0], t), min(block[1], k.shape[1])
-    bufs = _Tiles(q, bq, bk, tiles=1)
+    bufs = _Tiles(q, bq, max(bk, bq) if causal else bk, tiles=1)
     out = None if v is None else torch.empty_like(q)  # (N, T, Dh)
     lse = q.new_empty(n, t)  # (N, T)
     acc = None if v is None else q.new_empty(n * bq * dh)
@@ -180,37 +172,41 @@ def flash_backward(
     block: tuple[int, int],
     scale: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """FlashAttention-2 algorithm 2: (N,T|S,Dh) inputs, lse (N,T) -> dq, dk, dv."""
+    """FlashAttention-2 algorithm 2: (N,T|S,Dh) inputs, lse (N,T) -> dq, dk, dv.
+
+    The loop runs query blocks outer, like the forward, so both passes share `key_blocks`; FA-2
+    puts key blocks outer to avoid atomic dK/dV updates across GPU thread blocks, which a
+    sequential loop does not need.
+    """
     n, t, dh = q.shape
     s = k.shape[1]
     bq, bk = min(block[0], t), min(block[1], s)
-    bufs = _Tiles(q, bq, bk, tiles=2)
+    bufs = _Tiles(q, bq, max(bk, bq) if causal else bk, tiles=2)
     delta = q.new_empty(n, t, 1)  # (N, T, 1) D_i = rowsum(dO_i * O_i)
     for i0 in range(0, t, bq):
         torch.sum(dout[:, i0 : i0 + bq] * out[:, i0 : i0 + bq], dim=-1, keepdim=True,
                   out=delta[:, i0 : i0 + bq])  # fmt: skip
     lse = lse.unsqueeze(-1)  # (N, T, 1)
-    dq, dk, dv = torch.zeros_like(q), torch.empty_like(k), torch.empty_like(v)
-    kv_acc = q.new_empty(2, n * bk * dh)  # dK_j, dV_j accumulators: contiguous, so no copies
-    for j0 in range(0, s, bk):
-        j1 = min(j0 + bk, s)
-        k_j, v_j = k[:, j0:j1], v[:, j0:j1]  # (N, bk, Dh)
-        dk_j, dv_j = (a[: n * (j1 - j0) * dh].view(n, j1 - j0, dh).zero_() for a in kv_acc)
-        for i0, i1, stop, diag in query_blocks(j0, j1, t, causal, bq):
-            r, c = i1 - i0, stop - j0
-            kb, vb = k_j[:, :c], v_j[:, :c]  # (N, c, Dh)
-            qs = bufs.scaled_queries(q, i0, i1, scale)  # (N, r, Dh)
-            p = torch.bmm(qs, kb.transpose(1, 2), out=bufs.tile(0, n, r, c))  # (N, r, c)
+    dq, dk, dv = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
+    dq_acc = q.new_empty(n * bq * dh)  # dQ_i accumulator: contiguous, so baddbmm_ adds in place
+    for i0 in range(0, t, bq):
+        i1 = min(i0 + bq, t)
+        r = i1 - i0
+        qs = bufs.scaled_queries(q, i0, i1, scale)  # (N, r, Dh)
+        do_i = dout[:, i0:i1]  # (N, r, Dh)
+        dq_i = dq_acc[: n * r * dh].view(n, r, dh).zero_()  # (N, r, Dh)
+        for j0, j1, diag in key_blocks(i0, i1, s, causal, bk):
+            kb, vb = k[:, j0:j1], v[:, j0:j1]  # (N, c, Dh)
+            p = torch.bmm(qs, kb.transpose(1, 2), out=bufs.tile(0, n, r, j1 - j0))  # (N, r, c)
             if attend is not None:  # causal diagonal tiles without a caller mask: see _Tiles.exp_
                 bufs.mask(p, attend, bh, i0, j0, diag)
             bufs.exp_(p.sub_(lse[:, i0:i1]), attend is not None, i0, j0, diag)  # probabilities
-            do_i = dout[:, i0:i1]  # (N, r, Dh)
-            bufs.accumulate(dv_j[:, :c], p.transpose(1, 2), do_i)  # dV_j += P^T dO_i
-            ds = torch.bmm(do_i, vb.transpose(1, 2), out=bufs.tile(1, n, r, c))  # dP (N, r, c)
+            bufs.accumulate(dv[:, j0:j1], p.transpose(1, 2), do_i)  # dV_j += P^T dO_i
+            ds = torch.bmm(do_i, vb.transpose(1, 2), out=bufs.tile(1, n, r, j1 - j0))  # dP
             ds.sub_(delta[:, i0:i1]).mul_(p)  # dS = P * (dP - D): the softmax Jacobian
-            bufs.accumulate(dq[:, i0:i1], ds, kb, alpha=scale)  # dQ_i += scale dS K_j
-            bufs.accumulate(dk_j[:, :c], ds.transpose(1, 2), qs)  # dK_j += dS^T (scale Q_i)
-        dk[:, j0:j1], dv[:, j0:j1] = dk_j, dv_j
+            dq_i.baddbmm_(ds, kb, alpha=scale)  # dQ_i += scale dS K_j
+            bufs.accumulate(dk[:, j0:j1], ds.transpose(1, 2), qs)  # dK_j += dS^T (scale Q_i)
+        dq[:, i0:i1] = dq_i
     return dq, dk, dv
 
 
@@ -260,3 +256,34 @@ class FlashAttentionFn(torch.autograd.Function):
         )  # fmt: skip
         dq, dk, dv = (g.view(x.shape).to(x.dtype) for g, x in zip(grads, (q, k, v), strict=True))
         return dq, dk, dv, None, None, None
+
+
+def _block(t: int, s: int, block: tuple[int, int], causal: bool) -> tuple[int, int]:
+    """(bq, widest tile) as `flash_forward` / `flash_backward` allocate them."""
+    bq, bk = min(block[0], t), min(block[1], s)
+    return bq, max(bk, bq) if causal else bk
+
+
+def flash_forward_bytes(
+    n: int, t: int, s: int, dh: int, block: tuple[int, int], causal: bool, e: int
+) -> int:
+    """Bytes `FlashAttentionFn.forward` allocates for N = B*H heads of inputs with `e` bytes per
+    element: tile, scaled-query block, accumulator block, out, logsumexp (+ fp32 copies of q, k,
+    v and out when e < 4)."""
+    bq, bk = _block(t, s, block, causal)
+    upcast = n * (t + 2 * s) * dh * 4 + n * t * dh * e if e < 4 else 0
+    return n * bq * bk * 4 + 2 * n * bq * dh * 4 + n * t * dh * 4 + n * t * 4 + upcast
+
+
+def flash_backward_bytes(
+    n: int, t: int, s: int, dh: int, block: tuple[int, int], causal: bool, e: int
+) -> int:
+    """Bytes alive in `flash_backward`: saved out and logsumexp, delta, dq, dk, dv, two tiles,
+    the scaled-query block, the dQ_i accumulator, the product buffer and the delta loop's
+    product (+ fp32 copies of q, k, v, out, dout and the cast grads when e < 4)."""
+    bq, bk = _block(t, s, block, causal)
+    x, kv = n * t * dh * 4, n * s * dh * 4
+    upcast = 3 * x + 2 * kv + n * (t + 2 * s) * dh * e if e < 4 else 0
+    saved = n * t * dh * e + 2 * n * t * 4  # out, logsumexp, delta
+    buffers = 2 * n * bq * bk * 4 + 3 * n * bq * dh * 4 + n * max(bq, bk) * dh * 4
+    return saved + x + 2 * kv + buffers + upcast

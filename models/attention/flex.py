@@ -1,12 +1,15 @@
 """`flex`: compiled FlexAttention (torch.nn.attention.flex_attention; Dong et al. 2024, "Flex
-Attention: A Programming Model for Generating Optimized Attention Kernels"). Shapes: B, H, T, S, Dh.
+Attention: A Programming Model for Generating Optimized Attention Kernels"). Shapes: B,H,T,S,Dh.
 
 `flex_attention` is compiled once per process (inductor, dynamic=False: one specialisation per
 shape; dynamic=True fails to compile a mask_mod on CPU in torch 2.13 with a C++ error) and cached.
-Causal attention uses a `BlockMask` from `create_block_mask`, cached per (causal, T, S, device),
-so tiles above the diagonal are skipped; any bool mask (key padding (B,1,1,S) or a general
-(B|1,H|1,T|1,S)) becomes a `mask_mod` that reads it, on every tile that the causal (or full)
-block structure visits.
+Every call gets a `BlockMask` over 128 x 128 tiles, cached per (causal, T, S, device): causal
+skips the tiles above the diagonal and runs its mask_mod on diagonal tiles only; without a mask
+the BlockMask marks every tile full (with no BlockMask at all, CPU flex builds an O(T*S)
+structure: 2 GiB at T=S=16384). The masks are built from the tile bounds and equal
+`create_block_mask`'s, which would evaluate the mask_mod on all T*S pairs. A bool mask (key
+padding (B,1,1,S) or a general (B|1,H|1,T|1,S)) becomes a mask_mod that reads it on every tile
+the causal (or full) structure visits.
 
 CPU: torch 2.13's FlexAttention has no CPU backward ("FlexAttention does not support backward
 on CPU") and returns no logsumexp there, so when gradients are needed the forward output comes
@@ -18,6 +21,7 @@ the steady state, and `warm_up` compiles a shape ahead of timing.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import time
@@ -30,8 +34,8 @@ from torch.autograd.function import once_differentiable
 
 from ..registry import register_kernel
 from .base import AttentionKernel, as_4d_mask, explicit_weights
-from .chunked import BLOCK_K, BLOCK_Q, ChunkedAttention
-from .flash import flash_backward, flash_forward, fold
+from .chunked import BLOCK_K, BLOCK_Q
+from .flash import flash_backward, flash_backward_bytes, flash_forward, flash_forward_bytes, fold
 
 RECOMPILE_LIMIT = 256  # shapes per process; past it dynamo would silently fall back to eager
 SPARSE_BLOCK = 128  # FlexAttention's BlockMask granularity (its default)
@@ -39,6 +43,7 @@ SPARSE_BLOCK = 128  # FlexAttention's BlockMask granularity (its default)
 
 @functools.cache
 def compiled_flex() -> Callable[..., Tensor]:
+    """torch.compile(flex_attention), built once per process (the compiled code is cached)."""
     from torch.nn.attention.flex_attention import flex_attention
 
     return torch.compile(flex_attention, dynamic=False)
@@ -207,8 +212,9 @@ class FlexAttention(AttentionKernel):
     """
 
     color = "C4"
-    # Seconds of the first call of each (shapes, dtype, device, mask, causal, grad) signature:
-    # compilation plus one run, kept apart from steady-state timings. Process-wide, like the cache.
+    # Seconds of the first call of each (shapes, dtype, device, mask, causal, autograd mode)
+    # signature: compilation plus one run, kept apart from steady-state timings. Process-wide,
+    # like the compiled code.
     compile_seconds: ClassVar[dict[tuple, float]] = {}
 
     @classmethod
@@ -227,26 +233,34 @@ class FlexAttention(AttentionKernel):
         backward: bool,
         dtype_bytes: int = 4,
     ) -> int:
-        """TBD"""
-        x = b * h * t * dh * dtype_bytes
+        """Measured after `warm_up` on the same shapes (compilation excluded, GEMM workspace
+        already allocated). Forward: the output, the compiled kernel's per-thread buffers are
+        negligible. Forward+backward (CPU): the FA-2 backward of `flash.py` with chunked's
+        default tiles, after its logsumexp pass (whose buffers are freed first)."""
+        n, block = b * h, (BLOCK_Q, BLOCK_K)
         if backward:
-            return ChunkedAttention.peak_bytes(b, h, t, s, dh, causal, True, dtype_bytes)
-        return x
+            lse_pass = n * t * dh * dtype_bytes + flash_forward_bytes(n, t, s, dh, block, causal, 4)
+            return max(lse_pass, flash_backward_bytes(n, t, s, dh, block, causal, dtype_bytes))
+        return n * t * dh * dtype_bytes
 
     @staticmethod
-    def signature(q: Tensor, k: Tensor, attend: Tensor | None, causal: bool, grad: bool) -> tuple:
-        """What a compiled specialisation depends on (dynamic=False)."""
+    def signature(q: Tensor, k: Tensor, attend: Tensor | None, causal: bool, mode: str) -> tuple:
+        """What a compiled specialisation depends on (dynamic=False); `mode` is the autograd
+        state dynamo guards on: "inference", "no_grad" or "grad" (CUDA only)."""
         mask = None if attend is None else (tuple(attend.shape), attend.stride())
-        return (tuple(q.shape), tuple(k.shape), q.dtype, q.device.type, mask, causal, grad)
+        return (tuple(q.shape), tuple(k.shape), q.dtype, q.device.type, mask, causal, mode)
 
     def warm_up(
         self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: bool = False
     ) -> float:
-        """Compile the forward for these inputs now; returns that first call's seconds."""
+        """Compile these shapes now, for inference_mode calls and for no_grad ones (the forward
+        of a CPU training step); returns the first one's seconds (compile + one run)."""
+        attend = as_4d_mask(mask, k.shape[-2])
+        with torch.inference_mode():
+            self(q, k, v, mask=mask, causal=causal)
         with torch.no_grad():
             self(q, k, v, mask=mask, causal=causal)
-        attend = as_4d_mask(mask, k.shape[-2])
-        return self.compile_seconds[self.signature(q, k, attend, causal, False)]
+        return self.compile_seconds[self.signature(q, k, attend, causal, "inference")]
 
     def forward(
         self,
@@ -263,13 +277,17 @@ class FlexAttention(AttentionKernel):
         t, s = q.shape[-2], k.shape[-2]
         attend = as_4d_mask(mask, s)  # (B|1, H|1, T|1, S) or None
         block_mask = block_mask_for(attend, causal, t, s, q.device)
+        cpu = q.device.type == "cpu"
         grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v))
-        key = self.signature(q, k, attend, causal, grad and q.device.type != "cpu")
+        inference = torch.is_inference_mode_enabled()
+        mode = "inference" if inference else "grad" if grad and not cpu else "no_grad"
         start = time.perf_counter()
-        if grad and q.device.type == "cpu":
+        if grad and cpu:
             out = _FlexCpuFn.apply(q, k, v, attend, causal, block_mask)  # (B, H, T, Dh)
-        else:
-            out = flex_call(q, k, v, block_mask)  # (B, H, T, Dh)
+        else:  # on CPU always without autograd: one compiled graph serves both
+            with torch.no_grad() if cpu else contextlib.nullcontext():
+                out = flex_call(q, k, v, block_mask)  # (B, H, T, Dh)
+        key = self.signature(q, k, attend, causal, mode)
         self.compile_seconds.setdefault(key, time.perf_counter() - start)
         scale = 1.0 / math.sqrt(q.shape[-1])
         return out, (explicit_weights(q, k, mask, causal, scale) if need_weights else None)
