@@ -94,3 +94,10 @@ def decoder_class(name: str) -> Callable[..., Any]:
     if name not in _REGISTRIES["decoder"]:
         raise ConfigError(f"unknown decoder '{name}'; choose from {list_decoders()}")
     return _REGISTRIES["decoder"][name]
+
+
+def kernel_class(name: str) -> Callable[..., Any]:
+    """The registered kernel class: its cost model (flops, peak_bytes, color), no instance."""
+    if name not in _REGISTRIES["kernel"]:
+        raise ConfigError(f"unknown kernel '{name}'; choose from {list_kernels()}")
+    return _REGISTRIES["kernel"][name]

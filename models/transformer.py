@@ -36,7 +36,7 @@ KV = tuple[Tensor, Tensor]  # (k, v), each (B, H, L, Dh)
 def make_kernel(name: str, cfg: dict | None, head_dim: int) -> nn.Module:
     """Kernel `name` built with `cfg`; `head_dim` is passed when the constructor accepts it."""
     cfg = dict(cfg or {})
-    factory = registry._REGISTRIES["kernel"].get(name)  # unknown names fail in create_kernel
+    factory = registry.registered("kernel", name)  # unknown names fail in create_kernel
     if factory is not None and "head_dim" in registry.accepted_keys(factory):
         if cfg.setdefault("head_dim", head_dim) != head_dim:
             raise ConfigError(f"kernel_cfg head_dim={cfg['head_dim']} != d_model // num_heads")
