@@ -29,8 +29,9 @@ from benchmarks.harness.checkpoint import (
     load_state,
     save_checkpoint,
 )
-from benchmarks.harness.config import SELECT_METRICS, TrainConfig
+from benchmarks.harness.config import TrainConfig
 from benchmarks.harness.evaluate import evaluate
+from benchmarks.harness.stopping import tokens_to, validate
 from benchmarks.tasks.base import TaskData
 from benchmarks.timing.devices import resolve_device, synchronize
 from models import create_decoder, create_encoder
@@ -142,7 +143,7 @@ def train(
         running.append(_step(model, opt, sched, next(batches).to(device), cfg, run.state, device))
         bar.update(1)
         if run.state["step"] % cfg.eval_every == 0 or run.state["step"] == cfg.max_steps:
-            stop = _validate(model, task, cfg, device, run.state, running)
+            stop = validate(model, task, cfg, device, run.state, running)
             running = []
             if run.state["improved"]:
                 run.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -155,7 +156,7 @@ def train(
     bar.close()
     if run.best_weights is not None:
         model.load_state_dict(run.best_weights)
-    # the best weights were already evaluated on val in _validate: reuse, don't decode again
+    # the best weights were already evaluated on val in validate(): reuse, don't decode again
     val = run.state.get("best_val") or evaluate(
         model, task, task.val, device, 1, caption_metrics=False
     )
@@ -259,63 +260,3 @@ class _Run:
                 "rng": torch.get_rng_state(),
             },
         )
-
-
-def tokens_to(history: list[dict[str, Any]], metric: str, level: float) -> int | None:
-    """Training tokens at the first evaluation whose `metric` reached `level` (None: never)."""
-    return next((int(h["tokens"]) for h in history if h.get(metric, -math.inf) >= level), None)
-
-
-def signed(metrics: dict[str, Any], name: str) -> float:
-    """A validation metric with larger meaning better (the NLL negated)."""
-    return metrics[name] * (1 if SELECT_METRICS[name] else -1)
-
-
-def reached(value: float, metric: str, level: float) -> bool:
-    """`value` of `metric` is at least as good as `level` (lower is better for the NLL)."""
-    return value >= level if SELECT_METRICS[metric] else value <= level
-
-
-def _validate(
-    model: Seq2Seq,
-    task: TaskData,
-    cfg: TrainConfig,
-    device: torch.device,
-    state: dict[str, Any],
-    running: list[float],
-) -> str | None:
-    """Greedy validation pass; updates the best weights' key and the plateau count; returns the
-    stop reason that fired, if any.
-
-    The weights kept are those with the best (target_metric, select_metric), compared in that
-    order: exact match first, token accuracy breaking ties (all-zero exact match at long
-    lengths). The plateau counts evaluations in which NEITHER metric gained more than
-    `min_delta` over its own best: token accuracy saturates near 1 while exact match still
-    climbs, and exact match sits at 0 while token accuracy still climbs; either is learning.
-    Checked in this order: the target, then the plateau.
-    """
-    metrics = evaluate(model, task, task.val, device, 1, caption_metrics=False)
-    row = {
-        "step": state["step"],
-        "tokens": state["tokens"],
-        "train_s": round(state["train_s"], 3),
-        "train_loss": float(np.mean(running)) if running else math.nan,
-    }
-    state["history"].append(row | metrics)
-    key = [signed(metrics, cfg.target_metric), signed(metrics, cfg.select_metric)]
-    state["improved"] = state.get("best_key") is None or key > state["best_key"]
-    if state["improved"]:
-        state["best_key"] = key
-        state["best_val"] = metrics  # the val metrics of the weights train() will return
-    best, gained = state.setdefault("plateau_best", {}), False
-    for name in dict.fromkeys((cfg.target_metric, cfg.select_metric)):
-        if name not in best or signed(metrics, name) > best[name] + cfg.min_delta:
-            best[name], gained = signed(metrics, name), True
-    state["bad_evals"] = 0 if gained else state["bad_evals"] + 1
-    if cfg.target is not None and reached(
-        metrics[cfg.target_metric], cfg.target_metric, cfg.target
-    ):
-        return "target"
-    if cfg.patience > 0 and state["bad_evals"] >= cfg.patience:
-        return "plateau"
-    return None

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import pytest
 
+from benchmarks.harness import stopping
 from benchmarks.harness import train as train_mod
 from benchmarks.harness.config import TrainConfig
-from benchmarks.harness.train import tokens_to, train
+from benchmarks.harness.stopping import tokens_to
+from benchmarks.harness.train import train
 from benchmarks.tasks import load_task
 from models.errors import ConfigError
 
@@ -108,7 +110,7 @@ def scripted(monkeypatch, sequence: list[tuple[float, float]]) -> None:
         return {"exact_match": em, "token_accuracy": tok, "nll_per_token": 1.0,
                 "tf_token_accuracy": tok}  # fmt: skip
 
-    monkeypatch.setattr(train_mod, "evaluate", fake_evaluate)
+    monkeypatch.setattr(stopping, "evaluate", fake_evaluate)
 
 
 def test_stopping_plateau_waits_while_either_metric_climbs(monkeypatch) -> None:
