@@ -3,7 +3,12 @@
 CPU: one case per freshly forked process (VmHWM above the memory held once the inputs exist),
 because an allocator's cached pages make in-process numbers meaningless; the forks come from a
 clean worker interpreter (`python -m benchmarks.timing.memory --measure-worker`, internal) that
-imported torch and ran nothing else. CUDA: the caching allocator's own peak counter, in process.
+imported torch and ran nothing else. Before the measured call a child runs a small call of the
+same kernel (thread pool, BLAS buffers), or, for a kernel that compiles per shape, its `warm_up`
+on the case's own inputs (the compiler's memory is not the kernel's). glibc keeps freed blocks
+below its (adaptive) mmap threshold for reuse, so the CPU rows come in two allocator regimes:
+glibc's defaults, and, at `profile.returned_ns`, with every freed block returned to the OS
+(RETURNED_ENV in the worker's environment). CUDA: the caching allocator's own peak counter.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import gc
 import json
 import multiprocessing as mp
+import os
 import subprocess
 import sys
 from dataclasses import asdict
@@ -22,11 +28,14 @@ from benchmarks.timing.cases import (
     KernelCase,
     Profile,
     build_call,
+    compiles_per_shape,
+    kernel_config,
     predict_peak_bytes,
     skip_reason,
 )
 from benchmarks.timing.devices import (
     REPO_ROOT,
+    allocator,
     current_memory,
     git_commit,
     peak_memory_read,
@@ -36,16 +45,26 @@ from benchmarks.timing.devices import (
 from models.errors import one_line
 
 CSV_COLUMNS = (
-    "kernel", "n", "b", "h", "dh", "causal", "mode", "peak_mem_mb", "predicted_mem_mb",
-    "status", "reason", "dtype", "seed", "torch", "device", "git_commit",
+    "kernel", "n", "b", "h", "dh", "causal", "mode", "allocator", "peak_mem_mb",
+    "predicted_mem_mb", "status", "reason", "kernel_cfg", "dtype", "seed", "torch", "device",
+    "git_commit",
 )  # fmt: skip
+# glibc: serve every block >= 64 KiB by mmap (freed = unmapped) and trim the heap on every free,
+# so no freed memory is kept for reuse (mallopt(3): M_MMAP_THRESHOLD, M_TRIM_THRESHOLD).
+RETURNED_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+RETURNED = "returned"  # the allocator column's suffix for that regime: "glibc-returned"
 
 
 def measure_one(case: KernelCase, device: torch.device, dtype: torch.dtype, seed: int) -> float:
     """Peak extra MiB of one call over the memory held once inputs exist (run it fresh)."""
-    warm = KernelCase(case.kernel, 64, 1, case.h, case.dh, case.causal, case.mode)
-    build_call(warm, device, dtype, seed)()  # thread pool and BLAS buffers: not the kernel's
-    call = build_call(case, device, dtype, seed)
+    if compiles_per_shape(case.kernel):
+        call = build_call(case, device, dtype, seed)
+        inputs = (x.detach() for x in call.inputs)  # CPU flex refuses inputs that need grad
+        call.kernel.warm_up(*inputs, causal=case.causal)  # compiles these shapes
+    else:
+        warm = KernelCase(case.kernel, 64, 1, case.h, case.dh, case.causal, case.mode)
+        build_call(warm, device, dtype, seed)()  # thread pool and BLAS buffers: not the kernel's
+        call = build_call(case, device, dtype, seed)
     gc.collect()
     synchronize(device)
     base = current_memory(device)
@@ -95,15 +114,21 @@ def _measure_worker(seed: int) -> None:
         print(json.dumps(_fork_measure(KernelCase(**fields), seed)), flush=True)
 
 
-def _measure_cpu(cases: list[KernelCase], seed: int) -> list[Row]:
+def _measure_cpu(
+    cases: list[KernelCase], seed: int, env: dict[str, str] | None = None
+) -> list[Row]:
     """Measure in a clean worker process that forks one child per case (fresh-process peaks).
 
     The caller may have run torch code already (its allocator is warm, its OpenMP pool started:
-    forking it is unsafe), so a new interpreter imports torch once and forks from there.
+    forking it is unsafe), so a new interpreter imports torch once and forks from there. `env`
+    is added to the worker's environment (malloc settings are read when a process starts).
     """
     cmd = [sys.executable, "-m", "benchmarks.timing.memory", "--measure-worker", f"--seed={seed}"]
     payload = json.dumps([asdict(c) for c in cases])
-    proc = subprocess.run(cmd, input=payload, capture_output=True, text=True, cwd=REPO_ROOT)
+    proc = subprocess.run(
+        cmd, input=payload, capture_output=True, text=True, cwd=REPO_ROOT,
+        env=None if env is None else os.environ | env,
+    )  # fmt: skip
     lines = proc.stdout.splitlines()
     if proc.returncode != 0 or len(lines) != len(cases):
         tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
@@ -125,26 +150,42 @@ def _measure_inline(case: KernelCase, device: torch.device, seed: int) -> Row:
 
 
 def measure_memory(
-    cases: list[KernelCase], profile: Profile, device: torch.device, seed: int = 0
+    cases: list[KernelCase],
+    profile: Profile,
+    device: torch.device,
+    seed: int = 0,
+    env: dict[str, str] | None = None,
+    returned: bool = False,
 ) -> list[dict[str, Any]]:
-    """One CSV row per case: peak MiB above the inputs, or a status (skipped|error|crashed|oom)."""
+    """One CSV row per case: peak MiB above the inputs, or a status (skipped|error|crashed|oom).
+
+    `env`: added to the CPU worker's environment. `returned`: measure with freed memory returned
+    to the OS (CPU under glibc only; elsewhere there is no such regime and no row).
+    """
+    if returned and (device.type != "cpu" or allocator() != "glibc"):
+        return []
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     ebytes = torch.finfo(dtype).bits // 8
     reasons = [skip_reason(c, profile, device, ebytes) for c in cases]
     todo = [c for c, r in zip(cases, reasons, strict=True) if r is None]
     if device.type == "cpu":
-        measured = iter(_measure_cpu(todo, seed) if todo else [])
+        env = (env or {}) | (RETURNED_ENV if returned else {})
+        measured = iter(_measure_cpu(todo, seed, env) if todo else [])
     else:
         measured = iter([_measure_inline(c, device, seed) for c in todo])
     common = dict(dtype=str(dtype).removeprefix("torch."), seed=seed, torch=torch.__version__)
     common.update(device=device.type, git_commit=git_commit())
+    name = allocator() if device.type == "cpu" else "cuda-caching"
     rows = []
     for case, reason in zip(cases, reasons, strict=True):
         status, peak, why = ("skipped", None, reason) if reason else next(measured)
         rows.append(
-            {**asdict(case), "peak_mem_mb": None if peak is None else round(peak, 1),
+            {**asdict(case), "allocator": f"{name}-{RETURNED}" if returned else name,
+             "peak_mem_mb": None if peak is None else round(peak, 1),
              "predicted_mem_mb": round(predict_peak_bytes(case, ebytes) / 2**20, 1),
-             "status": status, "reason": why, **common}
+             "status": status, "reason": why,
+             "kernel_cfg": json.dumps(kernel_config(case.kernel, case.dh), sort_keys=True),
+             **common}
         )  # fmt: skip
     return rows
 

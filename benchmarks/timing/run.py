@@ -1,7 +1,12 @@
 """`python -m benchmarks kernels`: time every case with pytest-benchmark, then measure memory.
 
 Writes results/raw/kernels_<device>.json (pytest-benchmark's JSON of bench_attention.py and
-bench_training.py, one run) and kernel_memory_<device>.csv (fresh-process peaks).
+bench_training.py, one run) and kernel_memory_<device>.csv (fresh-process peaks, under glibc's
+defaults and, at the profile's `returned_ns`, with freed memory returned to the OS).
+
+Every run compiles into a fresh, empty inductor cache (shared by the timing run and the memory
+workers), so the compile times it reports are cold compiles, the same on every run, never a
+cache hit left by an earlier run.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from benchmarks.files import write_csv
@@ -17,6 +23,7 @@ from benchmarks.timing.devices import REPO_ROOT, resolve_device
 from benchmarks.timing.memory import CSV_COLUMNS, measure_memory
 
 BENCH_FILES = [Path(__file__).with_name(f) for f in ("bench_attention.py", "bench_training.py")]
+COMPILE_CACHE = "TORCHINDUCTOR_CACHE_DIR"  # where inductor keeps compiled kernels
 
 
 def run_kernels(device: str, profile: str, out_dir: Path, seed: int = 0) -> list[Path]:
@@ -28,10 +35,15 @@ def run_kernels(device: str, profile: str, out_dir: Path, seed: int = 0) -> list
     cmd = [sys.executable, "-m", "pytest", *map(str, BENCH_FILES), f"--device={dev.type}"]
     cmd += [f"--profile={profile}", f"--seed={seed}", f"--benchmark-json={tmp}"]
     cmd += ["-q", "-p", "no:cacheprovider"]
-    rc = subprocess.run(cmd, cwd=REPO_ROOT, check=False).returncode
-    if rc != 0 or not tmp.exists():
-        raise RuntimeError(f"kernel benchmarks failed (pytest exit code {rc}): {' '.join(cmd)}")
-    os.replace(tmp, json_path)  # a crash never leaves a half-written results file
+    with tempfile.TemporaryDirectory(prefix="attnbench-inductor-") as cache:
+        env = {COMPILE_CACHE: cache}
+        rc = subprocess.run(cmd, cwd=REPO_ROOT, env=os.environ | env, check=False).returncode
+        if rc != 0 or not tmp.exists():
+            raise RuntimeError(f"kernel benchmarks failed (pytest exit code {rc}): {' '.join(cmd)}")
+        os.replace(tmp, json_path)  # a crash never leaves a half-written results file
+        rows = measure_memory(memory_cases(prof), prof, dev, seed, env=env)
+        returned = memory_cases(prof, prof.returned_ns)
+        rows += measure_memory(returned, prof, dev, seed, env=env, returned=True)
     csv_path = out_dir / f"kernel_memory_{dev.type}.csv"
-    write_csv(csv_path, measure_memory(memory_cases(prof), prof, dev, seed), CSV_COLUMNS)
+    write_csv(csv_path, rows, CSV_COLUMNS)
     return [json_path, csv_path]

@@ -7,9 +7,11 @@ once with `--benchmark-disable --profile quick`, so it cannot rot between benchm
 from __future__ import annotations
 
 import csv
+import json
 import re
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -21,26 +23,60 @@ from benchmarks.timing.cases import (
     QUICK,
     KernelCase,
     attention_flops,
+    compiles_per_shape,
+    input_bytes,
     kernel_cases,
+    kernel_config,
     memory_cases,
     predict_peak_bytes,
     query_key_pairs,
     skip_reason,
+    unavailable_reason,
 )
 from benchmarks.timing.memory import CSV_COLUMNS, measure_memory
+from models.attention.flex import FlexAttention
 from models.errors import ConfigError
+from models.registry import kernel_class, list_kernels
 
 CPU = torch.device("cpu")
 
 
+TIMED = "test_kernel and n128"  # timed by the records test; the rest runs once, untimed
+
+
 def test_bench_attention_quick_profile_passes() -> None:
     files = ["benchmarks/timing/bench_attention.py", "benchmarks/timing/bench_training.py"]
-    cmd = [sys.executable, "-m", "pytest", *files, "--benchmark-disable"]
+    cmd = [sys.executable, "-m", "pytest", *files, "--benchmark-disable", "-k", f"not ({TIMED})"]
     cmd += ["--profile", "quick", "-q", "-p", "no:cacheprovider"]
     run = subprocess.run(cmd, cwd=devices.REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     passed = re.search(r"(\d+) passed", run.stdout)
     assert passed and int(passed.group(1)) > 0, run.stdout[-2000:]
+
+
+def test_kernel_records_carry_the_registry_cost_model(tmp_path) -> None:
+    """A timed quick run of the N=128 kernel cases: each record's FLOPs and predicted peak are
+    the kernel class's own; a kernel that compiles per shape records its compile time apart."""
+    out = tmp_path / "kernels.json"
+    cmd = [sys.executable, "-m", "pytest", "benchmarks/timing/bench_attention.py", "-k",
+           TIMED, "--profile", "quick", f"--benchmark-json={out}", "-q",
+           "-p", "no:cacheprovider"]  # fmt: skip
+    run = subprocess.run(cmd, cwd=devices.REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    records = [b["extra_info"] for b in json.loads(out.read_text())["benchmarks"]]
+    runnable = {k for k in list_kernels() if unavailable_reason(k, CPU) is None}
+    assert {r["kernel"] for r in records} == runnable
+    for r in records:
+        torch.set_num_threads(r["threads"])  # sdpa's model counts per-thread buffers
+        case = KernelCase(r["kernel"], r["n"], r["b"], r["h"], r["dh"], r["causal"], r["mode"])
+        assert r["flops"] == attention_flops(case)
+        assert r["predicted_mem_mb"] == round(
+            (input_bytes(case) + predict_peak_bytes(case)) / 2**20, 1
+        )
+        assert json.loads(r["kernel_cfg"]) == json.loads(
+            json.dumps(kernel_config(case.kernel, case.dh))
+        )
+        assert (r.get("compile_s") is not None) == compiles_per_shape(case.kernel)
 
 
 def test_attention_flops_follows_flashattention_convention() -> None:
@@ -53,11 +89,28 @@ def test_attention_flops_follows_flashattention_convention() -> None:
     assert query_key_pairs(case) == 2 * 3 * 16 and query_key_pairs(causal) == 2 * 3 * 8
 
 
-def test_kernel_cases_keep_tokens_per_call_constant() -> None:
+def test_kernel_cases_come_from_the_registry_at_constant_tokens_per_call() -> None:
     cases = kernel_cases(DEFAULT)
-    assert {c.b * c.n for c in cases} == {DEFAULT.tokens}
-    assert {c.kernel for c in cases} == {"dot", "sdpa", "chunked", "additive"}
-    assert len(cases) == 4 * len(DEFAULT.ns) * 2 * 2
+    assert {c.b * c.n for c in cases if c.n <= DEFAULT.tokens} == {DEFAULT.tokens}
+    assert {c.b for c in cases if c.n > DEFAULT.tokens} == {1}
+    assert {c.kernel for c in cases} == set(list_kernels())
+    for kernel in list_kernels():
+        ns = {c.n for c in cases if c.kernel == kernel}
+        assert ns == set(DEFAULT.compiled_ns if compiles_per_shape(kernel) else DEFAULT.ns)
+    assert max(c.n for c in cases if c.causal and c.mode == "fwd_bwd") == DEFAULT.causal_bwd_max_n
+    assert max(c.n for c in cases) == 16384 and compiles_per_shape("flex")
+    assert {c.n for c in memory_cases(DEFAULT) if c.kernel == "chunked"} >= {8192, 16384}
+
+
+def test_case_flops_and_bytes_are_the_kernel_class_methods() -> None:
+    for case in kernel_cases(DEFAULT):
+        cls, bwd = kernel_class(case.kernel), case.mode == "fwd_bwd"
+        shape = (case.b, case.h, case.n, case.n, case.dh, case.causal, bwd)
+        assert attention_flops(case) == cls.flops(*shape)
+        cfg = kernel_config(case.kernel, case.dh)
+        assert predict_peak_bytes(case) == cls.peak_bytes(*shape, 4, **cfg)
+    assert kernel_config("chunked", 64) == {"block_size": (256, 512)}  # recorded with each row
+    assert kernel_config("additive", 32)["head_dim"] == 32
 
 
 def test_predict_peak_bytes_quadratic_only_for_materialising_kernels() -> None:
@@ -69,13 +122,25 @@ def test_predict_peak_bytes_quadratic_only_for_materialising_kernels() -> None:
     assert ratio("sdpa") < 2.1 and ratio("chunked") < 2.1
 
 
-def test_skip_reason_names_the_memory_limit_and_the_additive_cap() -> None:
+def test_skip_reason_names_the_profile_cap_and_the_memory_limit() -> None:
     huge = KernelCase("dot", 1 << 20, 1, 8, 64, False, "fwd")  # a 32 TiB score matrix
     assert "predicted peak" in skip_reason(huge, DEFAULT, CPU, 4)
     assert skip_reason(KernelCase("sdpa", 128, 1, 2, 16, False, "fwd"), DEFAULT, CPU, 4) is None
-    capped = KernelCase("additive", 2 * QUICK.additive_max_n, 1, 2, 16, False, "fwd")
-    assert "capped" in skip_reason(capped, QUICK, CPU, 4)
+    dot = KernelCase("dot", 8192, 1, 4, 64, False, "fwd_bwd")  # 3.1 GiB predicted
+    assert "the profile's cap of 512 MiB" in skip_reason(dot, DEFAULT, CPU, 4)
     assert all(not c.causal for c in memory_cases(DEFAULT))
+
+
+def test_unavailable_kernel_cases_are_recorded_skips(monkeypatch) -> None:
+    why = "no C++ compiler for inductor: InvalidCxxCompiler"
+    monkeypatch.setattr(FlexAttention, "unavailable_reason", classmethod(lambda cls, device: why))
+    flex = [c for c in kernel_cases(DEFAULT) + memory_cases(DEFAULT) if c.kernel == "flex"]
+    assert flex and all(skip_reason(c, DEFAULT, CPU, 4) == f"flex unavailable: {why}" for c in flex)
+    rows = measure_memory(flex[:2], DEFAULT, CPU)  # every case skipped: no worker runs
+    assert [(r["status"], r["reason"]) for r in rows] == [
+        ("skipped", f"flex unavailable: {why}")
+    ] * 2
+    assert rows[0]["predicted_mem_mb"] > 0 and rows[0]["allocator"] in ("glibc", "system")
 
 
 def test_measure_memory_dot_exceeds_chunked_in_fresh_processes(tmp_path) -> None:
@@ -84,7 +149,7 @@ def test_measure_memory_dot_exceeds_chunked_in_fresh_processes(tmp_path) -> None
         KernelCase("chunked", 4096, 1, 4, 32, False, "fwd"),  # (T, block) temporaries only
         KernelCase("dot", 1 << 20, 1, 8, 64, False, "fwd"),
     )
-    rows = measure_memory([dot, chunked, huge], QUICK, CPU)
+    rows = measure_memory([dot, chunked, huge], replace(QUICK, call_cap_mb=4096), CPU)
     assert [r["status"] for r in rows] == ["ok", "ok", "skipped"], rows
     # dot materialises the (H, N, N) scores, chunked never does: the gap is at least one score
     # matrix. (A fixed ratio at N=2048 was flaky: chunked's T x block temporaries are ~70 MB.)
