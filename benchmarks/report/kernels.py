@@ -1,11 +1,13 @@
 """Report sections built from the timing benchmarks: attention kernels vs N (kernels_<device>.json,
-pytest-benchmark JSON), their peak memory (kernel_memory_<device>.csv), decoding latency and
-training-step throughput per decoder.
+pytest-benchmark JSON) with the compile time of kernels that compile per shape, then their peak
+memory (`kernel_memory`), the issue-10 checks (`kernel_checks`), decoding (`decoding`) and
+training throughput (`throughput`).
 
-Shapes: B batch, H heads, N sequence length (T = S = N), Dh head width, t decode prefix length,
-T training target length. FLOPs follow FlashAttention (4*B*H*N^2*Dh forward, /2 causal, x3.5
-forward+backward); each kernel's rate is quoted as a share of the GEMM peak measured in the same
-run, never of a spec sheet. Times are pytest-benchmark medians with their IQR.
+Shapes: B batch, H heads, N sequence length (T = S = N), Dh head width. FLOPs are each kernel's
+own count recorded with its timing (FlashAttention's 4*B*H*N^2*Dh forward, /2 causal, x3.5
+forward+backward; none for additive, which is reported in query-key pairs/s); each kernel's rate
+is quoted as a share of the GEMM peak measured in the same run, never of a spec sheet. Times are
+pytest-benchmark medians with their IQR and round count.
 """
 
 from __future__ import annotations
@@ -16,10 +18,21 @@ import pandas as pd
 
 from benchmarks.report import plots
 from benchmarks.report.base import Report, fmt, numeric
+from benchmarks.report.decoding import decode_steps, decode_totals
+from benchmarks.report.kernel_checks import checks_section
+from benchmarks.report.kernel_memory import (
+    MEMORY_NUMERIC,
+    memory_section,
+    skipped_section,
+    with_allocator,
+)
 from benchmarks.report.throughput import training
 
-KERNEL_COLUMNS = "kernel mode causal n b median_ms iqr_ms".split()
-KERNEL_NUMERIC = "n b h dh t tokens flops query_key_pairs median_s iqr_s peak_mem_mb batch".split()
+KERNEL_COLUMNS = "kernel mode causal n b rounds median_ms iqr_ms".split()
+KERNEL_NUMERIC = (
+    "n b h dh t tokens flops query_key_pairs median_s iqr_s rounds peak_mem_mb batch "
+    "compile_s first_call_s"
+).split()
 
 
 def bench_frame(js: dict[str, Any]) -> pd.DataFrame:
@@ -55,21 +68,24 @@ def kernels(rep: Report, jsons: dict[str, dict], memory: dict[str, pd.DataFrame]
         if "kind" not in bench:
             bench["kind"] = None
         gflop = "tflop_per_s" if dev == "cuda" else "gflop_per_s"
-        _kernel_times(rep, bench, dev, gflop)
-        _skipped(rep, js.get("skipped", []), memory.get(dev), dev)
-        if dev in memory:
-            _memory(rep, numeric(memory[dev], ["n", "b", "peak_mem_mb", "predicted_mem_mb"]), dev)
-        _decode(rep, bench[bench["kind"] == "decode_step"], dev)
-        _decode_total(rep, bench[bench["kind"] == "decode_total"], dev)
+        times = _kernel_times(rep, bench, dev, gflop)
+        mem = with_allocator(numeric(memory[dev], MEMORY_NUMERIC)) if dev in memory else None
+        skipped_section(rep, js.get("skipped", []), mem, dev)
+        if mem is not None:
+            memory_section(rep, mem, dev)
+        checks_section(rep, times, mem, dev)
+        decode_steps(rep, bench[bench["kind"] == "decode_step"], dev)
+        decode_totals(rep, bench[bench["kind"] == "decode_total"], dev)
         training(rep, bench, dev)
 
 
-def _kernel_times(rep: Report, bench: pd.DataFrame, dev: str, unit: str) -> None:
+def _kernel_times(rep: Report, bench: pd.DataFrame, dev: str, unit: str) -> pd.DataFrame:
+    """The kernel sections; returns the kernel records (median_s per case) for the checks."""
     rep.h(3, f"Kernel time and throughput vs N ({dev})")
     k = bench[bench["kind"] == "kernel"].copy()
     if k.empty:
         rep.say(f"No kernel timings for {dev}.")
-        return
+        return pd.DataFrame(columns=["kernel", "n", "mode", "causal", "median_s"])
     gemm = bench[bench["kind"] == "gemm"]
     scale = 1e12 if unit == "tflop_per_s" else 1e9
     peak = float((gemm["flops"] / gemm["median_s"]).max() / scale) if not gemm.empty else None
@@ -104,6 +120,28 @@ def _kernel_times(rep: Report, bench: pd.DataFrame, dev: str, unit: str) -> None
     )
     _kernel_pivots(rep, k, dev)
     rep.table(f"kernels_{dev}", k[cols], f"Every kernel case ({dev}): median over rounds")
+    _compile_times(rep, k, dev)
+    return k
+
+
+def _compile_times(rep: Report, k: pd.DataFrame, dev: str) -> None:
+    """Kernels that compile per shape: each shape's first call beyond the steady median."""
+    if "compile_s" not in k or k["compile_s"].isna().all():
+        return
+    c = k[k["compile_s"].notna()].sort_values(["kernel", "causal", "mode", "n"])
+    rep.say(
+        "Compile time, kept apart from the steady-state times above: the first call of each "
+        "shape (compiling into an empty cache) minus the median of the timed calls. In total "
+        + "; ".join(
+            f"{kernel} {fmt(g['compile_s'].sum())} s over {len(g)} cases "
+            f"({fmt(g['compile_s'].min())}–{fmt(g['compile_s'].max())} s each)"
+            for kernel, g in c.groupby("kernel", sort=True)
+        )
+        + "."
+    )
+    cols = ["kernel", "mode", "causal", "n", "b", "compile_s", "first_call_s", "median_ms"]
+    c = c.reindex(columns=cols)  # records may lack first_call_s
+    rep.table(f"kernel_compile_{dev}", c, f"Compile time per shape ({dev})")
 
 
 def _peak_reading(bench: pd.DataFrame, gemm: pd.DataFrame, peak: float | None, rate: str) -> str:
@@ -167,128 +205,3 @@ def _relative_to_sdpa(k: pd.DataFrame) -> str:
                 parts.append(f"{kernel} {ratio:.3g}× ({mode}, N={int(n)})")
     text = "Full attention, time over sdpa's at the largest N both ran: "
     return text + "; ".join(parts) + "." if parts else ""
-
-
-def _skipped(rep: Report, skipped: list[dict], memory: pd.DataFrame | None, dev: str) -> None:
-    rows = [
-        {
-            "what": "timing",
-            "case": s.get("name", "?"),
-            "status": "skipped",
-            "reason": s.get("reason", ""),
-        }
-        for s in skipped
-    ]
-    if memory is not None and not memory.empty:
-        bad = memory[memory["status"] != "ok"]
-        rows += [
-            {
-                "what": "memory",
-                "case": f"{r.kernel}-n{r.n}-{r.mode}",
-                "status": r.status,
-                "reason": r.reason,
-            }
-            for r in bad.itertuples()
-        ]
-    if rows:
-        rep.table(
-            f"kernels_skipped_{dev}",
-            pd.DataFrame(rows).sort_values(["what", "case"]),
-            f"Skipped or failed kernel cases ({dev}), with the reason",
-        )
-    else:
-        rep.say(f"No kernel case was skipped on {dev}.")
-
-
-def _memory(rep: Report, mem: pd.DataFrame, dev: str) -> None:
-    rep.h(3, f"Kernel peak memory vs N ({dev})")
-    ok = mem[mem["status"] == "ok"].sort_values(["mode", "kernel", "n"])
-    if ok.empty:
-        rep.say(f"No kernel memory measurement succeeded on {dev}.")
-        return
-    where = "the allocator's peak" if dev == "cuda" else "VmHWM in a fresh process"
-    at = ok.loc[ok.groupby(["mode", "kernel"])["n"].idxmax()]
-    rep.say(
-        f"Peak memory above the inputs ({where}); at each kernel's largest measured N: "
-        + "; ".join(
-            f"{r.kernel} {r.mode} N={int(r.n)}: {fmt(r.peak_mem_mb)} MiB "
-            f"(predicted {fmt(r.predicted_mem_mb)})"
-            for r in at.itertuples()
-        )
-        + "."
-    )
-    rep.figure(
-        f"kernel_memory_{dev}",
-        plots.lines(
-            ok,
-            "n",
-            [("peak_mem_mb", "peak MiB above inputs")],
-            "kernel",
-            f"kernel peak memory ({dev})",
-            style="mode",
-            logx=True,
-            logy=True,
-        ),
-    )
-    cols = ["kernel", "mode", "n", "b", "peak_mem_mb", "predicted_mem_mb"]
-    rep.table(f"kernel_memory_{dev}", ok[cols], f"Kernel peak memory ({dev})")
-
-
-def _decode(rep: Report, d: pd.DataFrame, dev: str) -> None:
-    if d.empty:
-        return
-    rep.h(3, f"Decoding latency per token ({dev})")
-    d = d.assign(per_token_ms=d["median_s"] * 1e3)
-    top = d[d["t"] == d["t"].max()].sort_values("variant")
-    rep.say(
-        f"One `step` for a batch of {int(d['batch'].max())} sequences after t-1 earlier steps; "
-        f"at t={int(d['t'].max())}: "
-        + ", ".join(f"{r.variant} {fmt(r.per_token_ms)} ms" for r in top.itertuples())
-        + "."
-    )
-    table = d.pivot_table(index="variant", columns="t", values="per_token_ms", aggfunc="median")
-    table.columns = [f"t={int(t)} ms" for t in table.columns]
-    rep.figure(
-        f"decode_step_{dev}",
-        plots.lines(
-            d,
-            "t",
-            [("per_token_ms", "ms per step (batch)")],
-            "variant",
-            f"one decode step after t-1 tokens ({dev})",
-            logx=True,
-            logy=True,
-        ),
-    )
-    rep.table(f"decode_step_{dev}", table.reset_index(), f"Per-step latency, ms ({dev})")
-
-    def per_step(suffix: str) -> pd.DataFrame:
-        return d[d["variant"].str.endswith(suffix)][["decoder", "t", "per_token_ms"]]
-
-    kv = per_step("(KV cache)").merge(per_step("(recompute)"), on=["decoder", "t"])
-    kv.columns = ["decoder", "t", "cached_ms", "recompute_ms"]
-    kv["recompute_over_cached"] = kv["recompute_ms"] / kv["cached_ms"]
-    if not kv.empty:
-        kv = kv.sort_values(["decoder", "t"])
-        last = kv.iloc[-1]
-        rep.say(
-            f"At t={int(last.t)} one {last.decoder} step recomputing the prefix takes "
-            f"{fmt(last.recompute_ms)} ms, {last.recompute_over_cached:.3g}× the KV-cached "
-            f"step ({fmt(last.cached_ms)} ms)."
-        )
-        rep.table(f"kv_cache_{dev}", kv, f"KV cache vs recompute ({dev})")
-
-
-def _decode_total(rep: Report, d: pd.DataFrame, dev: str) -> None:
-    if d.empty:
-        return
-    d = d.assign(
-        total_ms=d["median_s"] * 1e3,
-        per_token_ms=d["median_s"] * 1e3 / d["t"],
-        tokens_per_s=d["batch"] * d["t"] / d["median_s"],
-    ).sort_values("variant")
-    rep.table(
-        f"decode_total_{dev}",
-        d[["variant", "t", "batch", "total_ms", "per_token_ms", "tokens_per_s"]],
-        f"Decoding T tokens from scratch ({dev})",
-    )

@@ -133,7 +133,8 @@ def _kernels_json() -> dict:
     benches = [_bench("gemm", GEMM_S, kernel="gemm", n=1000, flops=GEMM_FLOPS, dtype="float32")]
     benches += [_kernel("sdpa", 128, "fwd", False, 0.8), _kernel("sdpa", 256, "fwd", False, 0.5),
                 _kernel("dot", 128, "fwd", False, 0.25), _kernel("dot", 256, "fwd_bwd", True, 0.2),
-                _kernel("additive", 128, "fwd", False, None)]  # fmt: skip
+                _kernel("additive", 128, "fwd", False, None),
+                _kernel("flex", 128, "fwd", False, 0.4, compile_s=2.5)]  # fmt: skip
     for t in (1, 4):  # 1 ms per cached step; recomputing the prefix costs 2.5 ms per token
         for dec, cache, ms in (("rnn", None, 1.0), ("transformer", True, 1.0),
                                ("transformer", False, 2.5 * t)):  # fmt: skip
@@ -155,9 +156,11 @@ def _kernels_json() -> dict:
 
 def _memory_rows() -> list[dict]:
     rows = [{"kernel": k, "n": n, "b": 4096 // n, "h": 4, "dh": 64, "causal": False, "mode": "fwd",
-             "peak_mem_mb": mb * n / 128, "predicted_mem_mb": mb * n / 100, "status": "ok",
-             "reason": "", "dtype": "float32", "seed": 0, **BASE}
-            for k, mb in (("dot", 40.0), ("sdpa", 4.0)) for n in (128, 256)]  # fmt: skip
+             "allocator": alloc, "peak_mem_mb": mb * n / 128, "predicted_mem_mb": mb * n / 100,
+             "status": "ok", "reason": "", "dtype": "float32", "seed": 0, **BASE}
+            for k, mb, alloc in (("dot", 40.0, "glibc"), ("sdpa", 4.0, "glibc"),
+                                 ("sdpa", 5.0, "glibc-returned"))
+            for n in (128, 256)]  # fmt: skip
     return rows + [
         rows[0]
         | {
@@ -234,6 +237,8 @@ def test_build_report_writes_tables_plots_and_readme(built) -> None:
         "kernels_cpu",
         "kernels_skipped_cpu",
         "kernel_memory_cpu",
+        "kernel_compile_cpu",
+        "kernel_checks_cpu",
         "decode_step_cpu",
         "kv_cache_cpu",
         "decode_total_cpu",
