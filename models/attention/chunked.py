@@ -53,10 +53,10 @@ class ChunkedAttention(AttentionKernel):
         dtype_bytes: int = 4,
         block_size: int | tuple[int, int] = (BLOCK_Q, BLOCK_K),
     ) -> int:
-        """Forward: one (B*H, bq, bk) tile, a block of scaled queries and of accumulators, the
-        output and the logsumexp. Forward+backward peaks in the backward: out and logsumexp
-        (saved), dq, dk, dv, two tiles, the dK/dV accumulators of one key block and a
-        product buffer. Plus the GEMM workspace. See `flash_backward_bytes`.
+        """Forward: one (B*H, bq, bk) tile, a block of scaled queries and one of accumulators,
+        the output and the logsumexp. Forward+backward peaks in the backward: out and logsumexp
+        (saved), dq, dk, dv, two tiles, a dQ block accumulator and a product buffer (see
+        `flash.py: flash_backward_bytes`). Plus the GEMM workspace.
         """
         bq, bk = block_pair(block_size)
         if backward:
