@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.lifeline import preexec_die_with_parent, set_parent_death_signal
 from benchmarks.timing.cases import (
     KernelCase,
     Profile,
@@ -81,6 +82,7 @@ Row = tuple[str, float | None, str]  # status, peak MiB, reason
 
 def _child(case: KernelCase, seed: int, conn: Any) -> None:
     """Forked worker: one measurement in a process that has run nothing else."""
+    set_parent_death_signal(os.getppid())  # a SIGKILLed worker takes its measuring child along
     try:
         conn.send(("ok", measure_one(case, torch.device("cpu"), torch.float32, seed), ""))
     except Exception as err:  # a row with a status, never a crashed sweep
@@ -127,7 +129,7 @@ def _measure_cpu(
     payload = json.dumps([asdict(c) for c in cases])
     proc = subprocess.run(
         cmd, input=payload, capture_output=True, text=True, cwd=REPO_ROOT,
-        env=None if env is None else os.environ | env,
+        env=None if env is None else os.environ | env, preexec_fn=preexec_die_with_parent(),
     )  # fmt: skip
     lines = proc.stdout.splitlines()
     if proc.returncode != 0 or len(lines) != len(cases):

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.files import write_csv
+from benchmarks.lifeline import preexec_die_with_parent
 from benchmarks.timing.cases import get_profile, memory_cases
 from benchmarks.timing.devices import REPO_ROOT, resolve_device
 from benchmarks.timing.memory import CSV_COLUMNS, measure_memory
@@ -37,7 +38,9 @@ def run_kernels(device: str, profile: str, out_dir: Path, seed: int = 0) -> list
     cmd += ["-q", "-p", "no:cacheprovider"]
     with tempfile.TemporaryDirectory(prefix="attnbench-inductor-") as cache:
         env = {COMPILE_CACHE: cache}
-        rc = subprocess.run(cmd, cwd=REPO_ROOT, env=os.environ | env, check=False).returncode
+        tethered = preexec_die_with_parent()  # pytest dies with this process, SIGKILL too
+        run = subprocess.run(cmd, cwd=REPO_ROOT, env=os.environ | env, preexec_fn=tethered)
+        rc = run.returncode
         if rc != 0 or not tmp.exists():
             raise RuntimeError(f"kernel benchmarks failed (pytest exit code {rc}): {' '.join(cmd)}")
         os.replace(tmp, json_path)  # a crash never leaves a half-written results file
