@@ -153,7 +153,7 @@ def add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
     for name, text in SWEEPS.items():
         p = sub.add_parser(name, help=text)
         p.add_argument("--profile", default="default", help="quick | default | full")
-        p.add_argument("--device", default="cpu", help="cpu | cuda | mps")
+        p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | mps | auto")
         p.add_argument("--results", type=Path, default=Path("results"))
         if name != "kernels":
             p.add_argument("--executor", default="local", help="local | sequential | ray")
@@ -169,8 +169,10 @@ def add_sweep_parsers(sub: argparse._SubParsersAction) -> None:
 
 def run_sweep_command(args: argparse.Namespace) -> int:
     from benchmarks.sweeps import runner
+    from benchmarks.timing.devices import device_name
 
     check_sweep_flags(args)
+    args.device = device_name(args.device)  # 'auto' resolved once, here: workers, Ray, files
     raw = args.results / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     ex = {}

@@ -15,9 +15,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .base import PAD, EncoderOutput
+from .base import PAD, EncoderOutput, host_reads_free
 from .errors import ConfigError
 from .positions import sinusoidal_table
+from .precision import fp32_rnn
 from .registry import register_encoder
 
 
@@ -86,6 +87,16 @@ class ImageGridEncoder(nn.Module):
             nn.ReLU(), nn.Linear(d_model, d_model), nn.ReLU(), nn.Linear(d_model, d_model)
         )
         self.d_model = d_model
+        # the column positions, built once and moved with the module (not rebuilt on the CPU
+        # and copied to the device every forward); grown when a wider strip arrives
+        self.register_buffer("positions", sinusoidal_table(64, d_model), persistent=False)
+
+    def column_positions(self, s: int) -> Tensor:
+        """(S, D) sinusoidal positions of the first S memory columns."""
+        if self.positions.shape[0] < s:
+            table = sinusoidal_table(max(s, 2 * self.positions.shape[0]), self.d_model)
+            self.positions = table.to(self.positions.device)
+        return self.positions[:s]
 
     def forward(self, images: Tensor, column_mask: Tensor | None = None) -> EncoderOutput:
         """images (B,C,H,W) float; column_mask (B,W) bool, True on real pixel columns."""
@@ -112,7 +123,7 @@ class ImageGridEncoder(nn.Module):
         x = self.norm(
             self.column(feats)
         )  # (B, S, D); LayerNorm: CNN features start ~100x smaller than positions
-        memory = x + sinusoidal_table(x.shape[1], self.d_model).to(x)  # (B, S, D)
+        memory = x + self.column_positions(x.shape[1]).to(x.dtype)  # (B, S, D)
         memory = memory * mask.unsqueeze(-1)  # padded positions carry no signal
         # summary: mean of a position-wise MLP of (content + position); the nonlinearity binds
         # what to where, so the mean can still say which digit came first
@@ -147,20 +158,27 @@ class TextEncoder(nn.Module):
         _check_rank("text", tokens, (2,), "tokens (B, S)")
         if mask is None:
             mask = tokens != PAD
-        lengths = mask.sum(1)  # (B,)
-        if bool((lengths == 0).any()):
-            raise ValueError("text encoder got an empty source sequence (all positions masked)")
-        if int(tokens.max()) >= self.vocab_size or int(tokens.min()) < 0:
-            raise ValueError(
-                f"source token id outside [0, {self.vocab_size}): max {int(tokens.max())}"
-            )
-        packed = pack_padded_sequence(
-            self.embed(tokens), lengths.cpu(), batch_first=True, enforce_sorted=False
-        )
-        out, h_n = self.rnn(packed)  # h_n (layers*2, B, D/2)
-        memory, _ = pad_packed_sequence(
-            out, batch_first=True, total_length=tokens.shape[1]
-        )  # (B,S,D)
+        # PackedSequence takes its lengths on the host: on a GPU this is the forward's one
+        # device read (per batch, not per step), inherent to cuDNN's variable-length RNN API
+        lengths = mask.sum(1).cpu()  # (B,)
+        if host_reads_free(tokens):  # free here; on a GPU the harness checked on the CPU
+            if bool((lengths == 0).any()):
+                raise ValueError("text encoder got an empty source sequence (all positions masked)")
+            if int(tokens.max()) >= self.vocab_size or int(tokens.min()) < 0:
+                raise ValueError(
+                    f"source token id outside [0, {self.vocab_size}): max {int(tokens.max())}"
+                )
+        # sorted longest-first on the host, where the lengths already are: with
+        # enforce_sorted=False, pad_packed_sequence would read the device's order back (a sync)
+        order = lengths.argsort(descending=True, stable=True)  # (B,) on the host
+        to_device, back = order.to(tokens.device), order.argsort().to(tokens.device)  # (B,)
+        embedded = self.embed(tokens).float().index_select(0, to_device)  # (B, S, D) fp32
+        packed = pack_padded_sequence(embedded, lengths[order], batch_first=True)
+        with fp32_rnn(tokens.device):  # fp32 recurrence, also under autocast (precision.py)
+            out, h_n = self.rnn(packed)  # h_n (layers*2, B, D/2), longest first
+        memory, _ = pad_packed_sequence(out, batch_first=True, total_length=tokens.shape[1])
+        memory = memory.index_select(0, back)  # (B, S, D) in the batch's order
+        h_n = h_n.index_select(1, back)  # (layers*2, B, D/2)
         summary = torch.cat([h_n[-2], h_n[-1]], dim=-1)  # (B, D)
         return EncoderOutput(memory, mask, summary)
 

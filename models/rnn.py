@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from .base import Decoder, DecoderOutput, EncoderOutput, State, validate_encoder_output
 from .errors import ConfigError
+from .precision import fp32_rnn
 from .registry import register_decoder
 
 Cell = Literal["rnn", "gru", "lstm"]
@@ -74,6 +75,11 @@ class InitialState(nn.Module):
         return state
 
 
+def _float(hx: Tensor | tuple[Tensor, Tensor]) -> Tensor | tuple[Tensor, Tensor]:
+    """A hidden state (or the LSTM's pair) in fp32: under autocast, `init` returns bf16."""
+    return (hx[0].float(), hx[1].float()) if isinstance(hx, tuple) else hx.float()
+
+
 @register_decoder("rnn")
 class RNNDecoder(Decoder):
     """Context-vector RNN decoder: h0 = affine(summary), then embed -> cell -> Linear to vocab."""
@@ -124,7 +130,8 @@ class RNNDecoder(Decoder):
         check_tokens(tokens, enc.summary.shape[0])
         hx = self._hx(self.init(enc.summary))
         x = self.drop(self.embed(tokens))  # (B, T, D)
-        h, _ = self.rnn(x, hx)  # (B, T, D) top-layer outputs
+        with fp32_rnn(tokens.device):  # fp32 recurrence, also under autocast (precision.py)
+            h, _ = self.rnn(x.float(), _float(hx))  # (B, T, D) top-layer outputs
         return DecoderOutput(self.out(self.drop(h)), None)  # (B, T, V)
 
     def init_state(self, enc: EncoderOutput) -> State:
@@ -134,6 +141,7 @@ class RNNDecoder(Decoder):
     def step(self, state: State, token: Tensor) -> tuple[Tensor, State, Tensor | None]:
         """token (B,) -> logits (B, V) via the same fused module run on a length-1 sequence."""
         x = self.drop(self.embed(token)).unsqueeze(1)  # (B, 1, D)
-        h, hx = self.rnn(x, self._hx(state))  # (B, 1, D)
+        with fp32_rnn(token.device):
+            h, hx = self.rnn(x.float(), _float(self._hx(state)))  # (B, 1, D)
         logits = self.out(self.drop(h.squeeze(1)))  # (B, V)
         return logits, self._state(hx), None

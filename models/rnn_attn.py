@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from .alignment import ALIGNMENTS, make_alignment, masked_softmax
 from .attn_gru import AttentiveGRUScan, Workspace
 from .base import Decoder, DecoderOutput, EncoderOutput, State, validate_encoder_output
+from .precision import fp32_rnn
 from .registry import register_decoder
 from .rnn import CELLS, Cell, InitialState, check_choice, check_sizes, check_tokens
 
@@ -110,8 +111,16 @@ class AttnRNNDecoder(Decoder):
         return cell_update(self.cell, gi, gh, hidden), context, weights
 
     def _recur(self, xg: Tensor, enc: EncoderOutput, keys: Tensor) -> tuple[Tensor, ...]:
-        """All T steps -> hidden states H, contexts C (B, T, D), attention weights P (B, T, S)."""
-        hidden = self._initial(enc.summary)
+        """All T steps -> hidden states H, contexts C (B, T, D), attention weights P (B, T, S).
+        In fp32 with autocast off, like every recurrence here (precision.py)."""
+        with fp32_rnn(xg.device):
+            hidden = {k: v.float() for k, v in self._initial(enc.summary).items()}
+            memory = EncoderOutput(enc.memory.float(), enc.memory_mask, enc.summary)
+            return self._recur_fp32(xg.float(), memory, keys.float(), hidden)
+
+    def _recur_fp32(
+        self, xg: Tensor, enc: EncoderOutput, keys: Tensor, hidden: State
+    ) -> tuple[Tensor, ...]:
         if self.cell == "gru":
             w_q, v, scale = self.alignment.scan_params()
             return AttentiveGRUScan.apply(

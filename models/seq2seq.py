@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .base import BOS, EOS, PAD, Decoder, DecoderOutput, EncoderOutput
+from .base import BOS, EOS, PAD, Decoder, DecoderOutput, EncoderOutput, host_reads_free
 from .errors import ConfigError
 
 
@@ -37,6 +37,19 @@ def _append_eos_mask(tokens: Tensor, finished: Tensor) -> Tensor:
     return torch.where(finished, torch.full_like(tokens, PAD), tokens)
 
 
+def all_done_every(like: Tensor) -> int:
+    """Decoding steps between checks that every sequence has finished. The check reads a flag
+    on the host: free on the CPU, a device sync on a GPU, where checking every 8th step costs at
+    most 7 steps of padding (the output is trimmed to the same tokens)."""
+    return 1 if host_reads_free(like) else 8
+
+
+def _trim_padding(tokens: Tensor) -> Tensor:
+    """Drop trailing all-PAD columns (B, L) -> (B, L'), L' >= 1: those a sparse check let run."""
+    filled = (tokens != PAD).any(0).nonzero()  # (n, 1)
+    return tokens[:, : int(filled.max()) + 1] if len(filled) else tokens[:, :1]
+
+
 @torch.no_grad()
 def greedy(decoder: Decoder, enc: EncoderOutput, max_len: int) -> tuple[Tensor, Tensor | None]:
     """Argmax decoding -> tokens (B, L<=max_len) ending in EOS or cut at max_len (PAD after EOS),
@@ -45,17 +58,20 @@ def greedy(decoder: Decoder, enc: EncoderOutput, max_len: int) -> tuple[Tensor, 
     state = decoder.init_state(enc)
     token = torch.full((b,), BOS, dtype=torch.long, device=enc.memory.device)
     finished = torch.zeros(b, dtype=torch.bool, device=enc.memory.device)
-    out, attns = [], []
-    for _ in range(max_len):
+    out, attns, every = [], [], all_done_every(enc.memory)
+    for t in range(max_len):
         logits, state, attn = decoder.step(state, token)  # (B, V)
         token = _append_eos_mask(logits.argmax(-1), finished)  # (B,)
         out.append(token)
         if attn is not None:
             attns.append(attn)
         finished = finished | (token == EOS)
-        if bool(finished.all()):
+        if t % every == every - 1 and bool(finished.all()):
             break
     tokens = torch.stack(out, 1)  # (B, L)
+    if every > 1:
+        tokens = _trim_padding(tokens)  # (B, L')
+        attns = attns[: tokens.shape[1]]
     return tokens, (torch.stack(attns, 1) if attns else None)
 
 
@@ -82,11 +98,15 @@ def beam_search(
     finished = torch.zeros(b * k, dtype=torch.bool, device=device)
     lengths = torch.zeros(b * k, device=device)
     history = torch.zeros(b * k, 0, dtype=torch.long, device=device)  # (B*K, t)
-    for _ in range(max_len):
+    # a finished beam's only continuation is free padding; torch.where, not a boolean-mask
+    # write, which would read the mask on the host (a device sync per step on a GPU)
+    pad_only = torch.full((vocab,), float("-inf"), device=device)  # (V,)
+    pad_only[PAD] = 0.0
+    every = all_done_every(enc.memory)
+    for t in range(max_len):
         logits, state, _ = decoder.step(state, token)
         logp = logits.float().log_softmax(-1)  # (B*K, V)
-        logp[finished] = float("-inf")
-        logp[finished, PAD] = 0.0  # a finished beam's only continuation is free padding
+        logp = torch.where(finished.unsqueeze(1), pad_only, logp)  # (B*K, V)
         cand = (scores.view(-1, 1) + logp).view(b, k * vocab)  # (B, K*V)
         scores, flat_idx = cand.topk(k, dim=1)  # (B, K)
         parent = (flat_idx // vocab + torch.arange(b, device=device).unsqueeze(1) * k).view(-1)
@@ -95,8 +115,8 @@ def beam_search(
         history = torch.cat([history[parent], token.unsqueeze(1)], 1)  # (B*K, t+1)
         lengths = lengths[parent] + (~finished[parent]).float()
         finished = finished[parent] | (token == EOS)
-        if bool(finished.all()):
+        if t % every == every - 1 and bool(finished.all()):
             break
     normalised = scores / lengths.view(b, k).clamp_min(1.0).pow(alpha)  # (B, K)
     best = normalised.argmax(1) + torch.arange(b, device=device) * k  # (B,)
-    return history[best]
+    return history[best] if every == 1 else _trim_padding(history[best])

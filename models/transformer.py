@@ -25,7 +25,14 @@ import torch
 from torch import Tensor, nn
 
 from . import registry
-from .base import Decoder, DecoderOutput, EncoderOutput, State, validate_encoder_output
+from .base import (
+    Decoder,
+    DecoderOutput,
+    EncoderOutput,
+    State,
+    host_reads_free,
+    validate_encoder_output,
+)
 from .errors import ConfigError
 from .positions import sinusoidal_table
 from .registry import register_decoder
@@ -45,8 +52,11 @@ def make_kernel(name: str, cfg: dict | None, head_dim: int) -> nn.Module:
 
 def key_padding(memory_mask: Tensor) -> Tensor | None:
     """(B, S) True = real -> the kernels' (B, 1, 1, S) attend-mask, or None when nothing is padded:
-    without a mask tensor SDPA may take its fastest path."""
-    return None if bool(memory_mask.all()) else memory_mask[:, None, None, :]
+    without a mask tensor SDPA may take its fastest path. Only on the CPU, where asking is free:
+    on a GPU the question is a device sync per forward, so the mask is always passed there."""
+    if host_reads_free(memory_mask) and bool(memory_mask.all()):
+        return None
+    return memory_mask[:, None, None, :]
 
 
 def split_heads(x: Tensor, heads: int) -> Tensor:

@@ -35,12 +35,29 @@ class Batch:
     index: Tensor  # (B,) long, positions of these examples in the list they came from
 
     def to(self, device: torch.device | str) -> Batch:
-        """The same batch on `device`."""
+        """The same batch on `device`. Leaving the CPU, it is checked first (`check`): the models
+        check their inputs only where that is free, on CPU tensors, since on a GPU each check
+        would be a device sync in the hot path."""
+        if torch.device(device).type != "cpu" and self.source_mask.device.type == "cpu":
+            self.check()
         return Batch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+    def check(self) -> None:
+        """What the models would otherwise check on the device, read here on the CPU: every
+        row has a real source position (else its attention softmax is NaN), token sources
+        have no negative id. Ids past the vocabulary cannot occur: sources are encoded by the
+        task's own vocabulary."""
+        empty = ~self.source_mask.any(dim=1)  # (B,)
+        if bool(empty.any()):
+            rows = self.index[empty].tolist()[:5]
+            raise ConfigError(f"examples {rows} have an empty source (no real position)")
+        if not self.source.is_floating_point() and bool((self.source < 0).any()):
+            raise ConfigError(f"negative source token id {int(self.source.min())}")
 
     @property
     def num_target_tokens(self) -> int:
-        """Tokens the loss is taken over (non-PAD in tokens_out, EOS included)."""
+        """Tokens the loss is taken over (non-PAD in tokens_out, EOS included). Read it before
+        `to(device)`: on a GPU batch it is a device sync."""
         return int((self.tokens_out != PAD).sum())
 
     def __len__(self) -> int:

@@ -49,11 +49,11 @@ def decode_split(
             out, _ = greedy(model.decoder, enc, max_len)
         else:
             out = beam_search(model.decoder, enc, max_len, beam_size=beam_size)
-        for row, i in enumerate(batch.index.tolist()):
-            hyps[i] = out[row].tolist()
-            nll[i] = float(token_nll[row].sum())
-            ntok[i] = int(real[row].sum())
-            tf_hits[i] = int(hits[row])
+        # one device-to-host copy per batch and quantity, never one per example
+        rows = zip(batch.index.tolist(), out.tolist(), token_nll.sum(1).tolist(),
+                   real.sum(1).tolist(), hits.tolist(), strict=True)  # fmt: skip
+        for i, hyp, example_nll, example_tokens, example_hits in rows:
+            hyps[i], nll[i], ntok[i], tf_hits[i] = hyp, example_nll, example_tokens, example_hits
     return hyps, nll, ntok, tf_hits
 
 

@@ -3,7 +3,7 @@
 Cross-entropy over non-PAD tokens (optional label smoothing), AdamW, gradient-norm clipping,
 linear warm-up then cosine decay, teacher forcing, periodic greedy evaluation with the stopping
 rule of config.py (target, plateau or cap), atomic checkpoints and a resume that reproduces an
-uninterrupted run, bf16 autocast on CUDA, tqdm progress.
+uninterrupted run, bf16 autocast on CUDA (models/precision.py), tqdm progress.
 Shapes: B batch, T target length, V vocab.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,11 +30,13 @@ from benchmarks.harness.checkpoint import (
 )
 from benchmarks.harness.config import TrainConfig
 from benchmarks.harness.evaluate import evaluate
+from benchmarks.harness.step_timer import StepTimer, warm_up
 from benchmarks.harness.stopping import tokens_to, validate
 from benchmarks.tasks.base import TaskData
-from benchmarks.timing.devices import resolve_device, synchronize
+from benchmarks.timing.devices import resolve_device
 from models import create_decoder, create_encoder
 from models.base import PAD
+from models.precision import training_autocast
 from models.seq2seq import Seq2Seq
 
 
@@ -109,11 +110,6 @@ def training_batches(task: TaskData, cfg: TrainConfig, start_step: int) -> Itera
         epoch += 1
 
 
-def _autocast(device: torch.device) -> Any:
-    # bf16 autocast on CUDA only: CPU autocast is slower than fp32 for these small models
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 def train(
     task: TaskData,
     cfg: TrainConfig,
@@ -138,12 +134,22 @@ def train(
     resumed_from = run.state["step"]
     batches = training_batches(task, cfg, run.state["step"])
     bar = tqdm(total=cfg.max_steps, initial=resumed_from, disable=not progress, desc=cfg.decoder)
-    stop, running = run.state.get("stop_reason"), []
+    stop, running, timer = run.state.get("stop_reason"), [], StepTimer(device)
+    warm = device.type != "cuda"  # CUDA's lazy set-up is kept out of train_s (step_timer.py)
     while stop is None and run.state["step"] < cfg.max_steps:
-        running.append(_step(model, opt, sched, next(batches).to(device), cfg, run.state, device))
+        batch = next(batches)
+        run.state["tokens"] += batch.num_target_tokens  # read on the CPU: no device sync
+        batch = batch.to(device)
+        if not warm:
+            warm_up(model, lambda m, b=batch: _loss(m, b, cfg, device))
+            warm = True
+        with timer.step():
+            running.append(_step(model, opt, sched, batch, cfg, device))
+        run.state["step"] += 1
         bar.update(1)
         if run.state["step"] % cfg.eval_every == 0 or run.state["step"] == cfg.max_steps:
-            stop = validate(model, task, cfg, device, run.state, running)
+            run.state["train_s"] += timer.collect()
+            stop = validate(model, task, cfg, device, run.state, finite_losses(running, run.state))
             running = []
             if run.state["improved"]:
                 run.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -179,34 +185,43 @@ def train(
     )
 
 
+def _loss(model: Seq2Seq, batch: Batch, cfg: TrainConfig, device: torch.device) -> torch.Tensor:
+    """The teacher-forced training loss of `batch`, under the harness's autocast."""
+    with training_autocast(device):
+        out = model(batch.source, batch.source_mask, batch.tokens_in, need_attn=False)
+        logits = out.logits  # (B, T, V)
+    return sequence_loss(logits, batch.tokens_out, cfg.label_smoothing)
+
+
 def _step(
     model: Seq2Seq,
     opt: torch.optim.Optimizer,
     sched: Any,
     batch: Batch,
     cfg: TrainConfig,
-    state: dict[str, Any],
     device: torch.device,
-) -> float:
-    """One teacher-forced AdamW step; returns the loss. Only this is timed (`train_s`)."""
+) -> torch.Tensor:
+    """One teacher-forced AdamW step; returns the loss, left on the device: reading it (or
+    checking it is finite) here would be a device sync per step (see `finite_losses`)."""
     model.train()
-    t0 = time.perf_counter()
-    with _autocast(device):
-        out = model(batch.source, batch.source_mask, batch.tokens_in, need_attn=False)
-        logits = out.logits  # (B, T, V)
-    loss = sequence_loss(logits, batch.tokens_out, cfg.label_smoothing)
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"non-finite training loss {loss.item()} at step {state['step']}")
+    loss = _loss(model, batch, cfg, device)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
     opt.step()
     sched.step()
-    synchronize(device)
-    state["train_s"] += time.perf_counter() - t0
-    state["tokens"] += batch.num_target_tokens
-    state["step"] += 1
-    return loss.item()
+    return loss.detach()
+
+
+def finite_losses(running: list[torch.Tensor], state: dict[str, Any]) -> list[float]:
+    """The losses of the steps since the last evaluation, read once per evaluation; refuses a
+    non-finite one (naming its step) before its weights can be evaluated or checkpointed."""
+    losses = torch.stack(running).float().cpu() if running else torch.zeros(0)  # (steps,)
+    bad = (~torch.isfinite(losses)).nonzero().flatten()
+    if len(bad):
+        step = state["step"] - len(losses) + int(bad[0])
+        raise FloatingPointError(f"non-finite training loss {float(losses[bad[0]])} at step {step}")
+    return losses.tolist()
 
 
 @dataclass
@@ -241,6 +256,8 @@ class _Run:
             self.state["stop_reason"] = None  # the cap was raised: a capped run trains on
         self.best_weights = ckpt.get("best_model")
         torch.set_rng_state(ckpt["rng"])
+        if ckpt.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])  # dropout on the GPU draws from it
 
     def save(self) -> None:
         if self.path is None:
@@ -258,5 +275,6 @@ class _Run:
                 "progress": self.state,
                 "best_model": self.best_weights,
                 "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
             },
         )

@@ -4,8 +4,9 @@ memory (`kernel_memory`), the issue-10 checks (`kernel_checks`), decoding (`deco
 training throughput (`throughput`).
 
 Shapes: B batch, H heads, N sequence length (T = S = N), Dh head width. FLOPs are each kernel's
-own count recorded with its timing (FlashAttention's 4*B*H*N^2*Dh forward, /2 causal, x3.5
-forward+backward; none for additive, which is reported in query-key pairs/s); each kernel's rate
+own count recorded with its timing, nominal (FlashAttention's 4*B*H*N^2*Dh forward, /2 causal,
+x3.5 forward+backward, whatever the kernel executes: FLOP_ACCOUNTING says so in the report; none
+for additive, which is reported in query-key pairs/s); each kernel's rate
 is quoted as a share of the GEMM peak measured in the same run, never of a spec sheet. Times are
 pytest-benchmark medians with their IQR and round count.
 """
@@ -28,6 +29,18 @@ from benchmarks.report.kernel_memory import (
 )
 from benchmarks.report.throughput import training
 
+FLOP_ACCOUNTING = (
+    "**How FLOPs are counted.** Every FLOP rate and share of the GEMM peak here is *nominal*: "
+    "FlashAttention's count (Dao et al. 2022), the same for every kernel whatever it executes: "
+    "QKᵀ and PV are 2·N²·Dh each per head, so 4·B·H·N²·Dh forward, half of it when causal, and "
+    "3.5× the forward for forward+backward (a backward that recomputes the scores). It is a "
+    "common unit of work, not what each kernel does: `dot` computes all N² scores even when "
+    "causal (and masks half), and its backward, which keeps the weights instead of recomputing "
+    "them, is 2× its forward; so its nominal causal rate is half, and its nominal "
+    "forward+backward rate 7/6, of the arithmetic it performs. `chunked` and `flex` skip the "
+    "tiles above the diagonal but compute the diagonal tiles whole, and recompute in the "
+    "backward. Nominal rates compare kernels on the work the task needs."
+)
 KERNEL_COLUMNS = "kernel mode causal n b rounds median_ms iqr_ms".split()
 KERNEL_NUMERIC = (
     "n b h dh t tokens flops query_key_pairs median_s iqr_s rounds peak_mem_mb batch "
@@ -105,6 +118,7 @@ def _kernel_times(rep: Report, bench: pd.DataFrame, dev: str, unit: str) -> pd.D
         "Tokens per call (B·N) are constant across N, so time grows only through the N² "
         "work; additive attention has no FLOP count and is reported in query-key pairs/s."
     )
+    rep.say(FLOP_ACCOUNTING)
     rep.figure(
         f"kernel_time_{dev}",
         plots.facets(

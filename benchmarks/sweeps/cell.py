@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +73,12 @@ def identity_row(cell: Cell, device: str) -> dict[str, Any]:
     }
 
 
+# what every executor (executors.py, ray_executor.py) shares
+Record = Callable[[dict[str, Any]], None]  # the sweep's atomic row write, on the driver
+CellFn = Callable[[Cell, str, int | None], dict[str, Any]]  # (cell, device, threads) -> row
+RETRIES = 1  # a cell whose worker died runs once more; a second death is the cell's own result
+
+
 def failed_row(cell: Cell, device: str, status: str, error: str) -> dict[str, Any]:
     """The row of a cell that produced no result of its own (it raised, or its worker died)."""
     return identity_row(cell, device) | {"status": status, "error": error[:300]}
@@ -99,6 +106,7 @@ def run_cell(cell: Cell, device: str, threads: int | None = None) -> dict[str, A
     """Train and evaluate one cell; never raises: failures become a row with a status."""
     from benchmarks.harness.train import TrainConfig, train
     from benchmarks.timing.devices import environment, resolve_device
+    from models.precision import training_precision
 
     if threads:
         torch.set_num_threads(threads)
@@ -111,6 +119,7 @@ def run_cell(cell: Cell, device: str, threads: int | None = None) -> dict[str, A
         "torch": env.get("torch"),
         "threads": torch.get_num_threads(),
         "git_commit": env.get("git_commit"),
+        "precision": training_precision(resolve_device(device)),  # what train_s was bought with
     }
     t0 = time.perf_counter()
     try:

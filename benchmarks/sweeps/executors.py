@@ -5,8 +5,10 @@ and hands each finished row to `record` on the driver, in completion order; `rec
 runner's atomic, resumable CSV write, so every executor leaves the same file behind. A cell's row
 depends on its seed and thread count only, never on which worker ran it.
 
-- `sequential`: one cell after another in this process (also `local` on a GPU: one device).
-- `local`: a spawn process pool sized to the cores, each worker with cores/workers torch threads.
+- `sequential`: one cell after another in this process (also `local` on one GPU).
+- `local`: a spawn process pool sized to the cores, each worker with cores/workers torch threads;
+  on a machine with several GPUs and `--device cuda`, one worker per GPU, each seeing only its
+  own through CUDA_VISIBLE_DEVICES (set before it touches CUDA), so cells never share a GPU.
 - `ray`: each cell a Ray task asking for `num_cpus=threads` (and `num_gpus=1` on cuda), on a Ray
   cluster (`ray_address`) or on a Ray instance started here (loopback only, no dashboard).
 
@@ -16,17 +18,16 @@ The reverse holds too: local workers die with their driver, even a SIGKILLed one
 (benchmarks/lifeline.py), leave Ctrl-C to it, and are killed when it stops on Ctrl-C. The folder
 of started-cell markers is named after the driver's pid; one whose driver is dead is removed by
 the next local sweep.
-Ray: Moritz et al. 2018, "Ray: A Distributed Framework for Emerging AI Applications".
+Ray runs in ray_executor.py.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
@@ -38,14 +39,11 @@ from benchmarks.lifeline import (
     remove_orphaned_dirs,
     sigint_blocked,
 )
-from benchmarks.sweeps.cell import Cell, failed_row, run_cell
+from benchmarks.sweeps.cell import RETRIES, Cell, CellFn, Record, failed_row, run_cell
 from models.errors import ConfigError, one_line
 
-Record = Callable[[dict[str, Any]], None]
-CellFn = Callable[[Cell, str, int | None], dict[str, Any]]
 Executor = Callable[[list[Cell], Record], None]
 EXECUTORS = ("sequential", "local", "ray")
-RETRIES = 1  # a cell whose worker died runs once more; a second death is the cell's own result
 MARKS_PREFIX = "attnbench-cells-"  # + "<driver pid>-<random>": the local pool's marker folder
 
 
@@ -55,6 +53,7 @@ def get_executor(
     workers: int | None = None,
     ray_address: str | None = None,
     cell_fn: CellFn = run_cell,
+    gpu_count: int | None = None,
 ) -> Executor:
     """`run(cells, record)` for executor `name`; bad choices fail here, before any work."""
     if name not in EXECUTORS:
@@ -64,13 +63,31 @@ def get_executor(
     if ray_address and name != "ray":
         raise ConfigError(f"ray_address '{ray_address}' needs executor 'ray', not '{name}'")
     if name == "ray":
-        _import_ray()  # fail fast when the optional extra is missing
+        from benchmarks.sweeps.ray_executor import _run_ray, import_ray
+
+        import_ray()  # fail fast when the optional extra is missing
         return partial(
             _run_ray, device=device, workers=workers, address=ray_address, cell_fn=cell_fn
         )
-    if name == "sequential" or device != "cpu":  # one GPU: its cells run one after another
+    gpus = worker_gpus(device, gpu_count)
+    if name == "sequential" or (device != "cpu" and len(gpus) < 2):  # one device: in turn
         return partial(_run_sequential, device=device, cell_fn=cell_fn)
-    return partial(_run_local, device=device, workers=workers, cell_fn=cell_fn)
+    if gpus and workers is not None and workers > len(gpus):
+        raise ConfigError(f"workers={workers} > {len(gpus)} GPUs: cells would share a GPU")
+    return partial(_run_local, device=device, workers=workers, cell_fn=cell_fn, gpus=gpus)
+
+
+def worker_gpus(device: str, gpu_count: int | None = None) -> list[str]:
+    """The GPU index each local worker gets (CUDA_VISIBLE_DEVICES), one worker per GPU: every
+    GPU for plain `cuda`, none for the CPU or for one named GPU (`cuda:1` runs its cells there,
+    in turn). `gpu_count` stands in for torch.cuda.device_count() (tests)."""
+    if device != "cuda":
+        return []
+    if gpu_count is None:
+        import torch
+
+        gpu_count = torch.cuda.device_count()
+    return [str(i) for i in range(gpu_count)]
 
 
 def _cores() -> int:
@@ -86,15 +103,20 @@ def _run_sequential(cells: list[Cell], record: Record, device: str, cell_fn: Cel
 
 
 def _run_local(
-    cells: list[Cell], record: Record, device: str, workers: int | None, cell_fn: CellFn
+    cells: list[Cell],
+    record: Record,
+    device: str,
+    workers: int | None,
+    cell_fn: CellFn,
+    gpus: list[str],
 ) -> None:
     """Process pool. A dying worker breaks the whole pool and fails every unfinished future, so
     the cells that had *started* (a marker file each) are the suspects: each reruns alone in a
     one-worker pool, where a second death is unambiguously its own. Unstarted cells just go back
     in the queue, so an innocent neighbour of a killer cell is never written off."""
-    workers = workers or max(1, min(len(cells), _cores()))
+    workers = workers or max(1, min(len(cells), len(gpus) or _cores()))
     threads = max(1, _cores() // workers)
-    run = partial(_pool_round, device=device, threads=threads, cell_fn=cell_fn)
+    run = partial(_pool_round, device=device, threads=threads, cell_fn=cell_fn, gpus=gpus)
     pending = list(cells)
     remove_orphaned_dirs(MARKS_PREFIX)  # left by a driver that was killed outright
     with tempfile.TemporaryDirectory(prefix=f"{MARKS_PREFIX}{os.getpid()}-") as tmp:
@@ -118,16 +140,24 @@ def _pool_round(
     device: str,
     threads: int,
     cell_fn: CellFn,
+    gpus: list[str],
 ) -> list[Cell]:
     """Run `cells` in a fresh spawn pool; returns those lost to a broken pool, in input order.
     Ctrl-C (or any exception) in the driver kills the workers before it propagates: they ignore
-    SIGINT, and a clean shutdown would wait for their cells to finish."""
+    SIGINT, and a clean shutdown would wait for their cells to finish. With `gpus`, each worker
+    takes one index from a queue holding each GPU once."""
     lost: set[str] = set()
+    ctx = get_context("spawn")
+    gpu_queue = None
+    if gpus:
+        gpu_queue = ctx.SimpleQueue()
+        for index in gpus[:workers]:
+            gpu_queue.put(index)
     pool = ProcessPoolExecutor(
         workers,
-        mp_context=get_context("spawn"),
+        mp_context=ctx,
         initializer=_init_worker,
-        initargs=(os.getpid(),),
+        initargs=(os.getpid(), gpu_queue),
     )
     try:
         with sigint_blocked():  # submit starts the workers: born blocked, they ignore Ctrl-C
@@ -149,11 +179,15 @@ def _pool_round(
     return [c for c in cells if c.cell_id in lost]
 
 
-def _init_worker(driver_pid: int) -> None:
+def _init_worker(driver_pid: int, gpu_queue: Any = None) -> None:
     """First thing in every pool worker: die with the driver, and ignore Ctrl-C, which the
-    terminal sends to the whole process group; the driver alone handles it (and kills us)."""
+    terminal sends to the whole process group; the driver alone handles it (and kills us).
+    With a GPU queue: see only the GPU taken from it (CUDA reads this at its initialisation,
+    which no worker has reached yet), so that this worker's 'cuda' is that GPU."""
     ignore_sigint()
     die_with_parent(driver_pid)
+    if gpu_queue is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu_queue.get()
 
 
 def _marked(cell_fn: CellFn, marks: Path, cell: Cell, device: str, threads: int) -> dict:
@@ -164,136 +198,3 @@ def _marked(cell_fn: CellFn, marks: Path, cell: Cell, device: str, threads: int)
         return cell_fn(cell, device, threads)
     finally:
         mark.unlink(missing_ok=True)
-
-
-# ---- Ray ----------------------------------------------------------------------------------------
-
-_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a local Ray node binds to 127.0.0.1
-# Ray retries a task its memory monitor killed on a counter of its own (15 or unbounded, by
-# version), not max_retries: bounded here so an always-OOM cell ends as an `oom` row, not a loop.
-_OOM_RETRIES_ENV = "RAY_task_oom_retries"
-
-
-def _import_ray() -> Any:
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("executor 'ray' needs the ray package: pip install -e '.[ray]'") from None
-    return ray
-
-
-@contextmanager
-def _ray_env(loopback: bool) -> Iterator[None]:
-    """Settings for the Ray processes started or connected now (they read the environment at
-    start), restored afterwards. Loopback: Ray turns 'localhost' into the host's routable address
-    on purpose (so other nodes can join); its off switch is read once at import, so it is also
-    patched into the already-imported constants."""
-    from ray._private import ray_constants
-
-    env = {_OOM_RETRIES_ENV: os.environ.get(_OOM_RETRIES_ENV, str(RETRIES))}
-    if loopback:
-        env[_LOOPBACK_ENV] = "0"
-    old_env = {k: os.environ.get(k) for k in env}
-    old_flag = ray_constants.ENABLE_RAY_CLUSTER
-    os.environ.update(env)
-    ray_constants.ENABLE_RAY_CLUSTER = old_flag and not loopback
-    try:
-        yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = old_flag
-        for key, value in old_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def init_local_ray(num_cpus: int | None = None, num_gpus: int | None = None) -> None:
-    """Start a single-node Ray instance here: every port on 127.0.0.1, no dashboard."""
-    ray = _import_ray()
-    with _ray_env(loopback=True):
-        ray.init(
-            num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, configure_logging=False
-        )
-
-
-def _connect(ray: Any, address: str | None) -> bool:
-    """Join `address` (shipping this checkout's code), reuse a running Ray, or start one here;
-    True when this call started or joined it (and so must shut it down)."""
-    if ray.is_initialized():
-        return False  # the caller's Ray (a test, a notebook): leave it as it is
-    if address is None:
-        init_local_ray()
-        return True
-    import benchmarks
-    import models
-
-    # py_modules ships these packages to every node, so the code that runs is this checkout's;
-    # torch and the other dependencies must already be installed there.
-    with _ray_env(loopback=False):
-        ray.init(
-            address=address,
-            configure_logging=False,
-            runtime_env={"py_modules": [benchmarks, models]},
-        )
-    return True
-
-
-def _plan(ray: Any, workers: int | None, gpus: int) -> int:
-    """Threads per cell (`workers` cells per node, else one thread each), checked to fit a node:
-    a request no node can hold would wait forever instead of failing."""
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    widest = max((int(r.get("CPU", 0)) for r in nodes), default=0)
-    threads = max(1, widest // workers) if workers else 1
-    if not any(r.get("CPU", 0) >= threads and r.get("GPU", 0) >= gpus for r in nodes):
-        have = [{k: r.get(k, 0) for k in ("CPU", "GPU")} for r in nodes]
-        raise ConfigError(
-            f"no Ray node can run a cell needing {threads} CPU and {gpus} GPU; nodes: {have}"
-        )
-    return threads
-
-
-def _run_ray(
-    cells: list[Cell],
-    record: Record,
-    device: str,
-    workers: int | None,
-    address: str | None,
-    cell_fn: CellFn,
-) -> None:
-    """One Ray task per cell; rows are recorded on the driver as tasks finish."""
-    from benchmarks.timing.devices import git_commit
-
-    ray = _import_ray()
-    owned = _connect(ray, address)
-    try:
-        gpus = 1 if device.startswith("cuda") else 0  # Ray sets CUDA_VISIBLE_DEVICES per task
-        threads = _plan(ray, workers, gpus)
-        task = ray.remote(
-            num_cpus=threads, num_gpus=gpus, max_retries=RETRIES, retry_exceptions=False
-        )(cell_fn)
-        refs = {task.remote(c, device, threads): c for c in cells}
-        commit = git_commit()  # a node running shipped code has no .git of its own
-        while refs:
-            (ref,), _ = ray.wait(list(refs), num_returns=1)
-            row = _ray_row(ray, ref, refs.pop(ref), device)
-            if row.get("status") == "ok" and not row.get("git_commit"):
-                row["git_commit"] = commit
-            record(row)
-    finally:
-        if owned:
-            ray.shutdown()
-
-
-def _ray_row(ray: Any, ref: Any, cell: Cell, device: str) -> dict[str, Any]:
-    errors = ray.exceptions
-    try:
-        return ray.get(ref)
-    except errors.OutOfMemoryError as exc:  # Ray's memory monitor killed the worker
-        return failed_row(cell, device, "oom", one_line(exc))
-    except errors.RayTaskError as exc:  # raised inside the task, e.g. code missing on a node
-        cause = exc.cause if isinstance(exc.cause, BaseException) else exc
-        return failed_row(cell, device, "error", one_line(cause, where=True))
-    except errors.RayError as exc:  # worker crashed or node lost, RETRIES times over
-        why = f"{type(exc).__name__} after {RETRIES + 1} attempts: {one_line(exc)}"
-        return failed_row(cell, device, "worker_died", why)

@@ -22,7 +22,7 @@ from benchmarks.sweeps.quality import quality_cells
 from benchmarks.sweeps.store import read_rows, write_rows
 from benchmarks.sweeps.sweep import run_sweep
 from benchmarks.sweeps.tuning import tuning_cells
-from benchmarks.timing.devices import environment, resolve_device
+from benchmarks.timing.devices import device_tag, environment, resolve_device
 
 Log = Callable[[str], None]
 SWEEP_FILES = ("tuning", "quality", "ablations")  # raw CSVs that `all` regenerates
@@ -48,12 +48,12 @@ def _sweep(phase: str, cells: list[Cell], out: Path, device: str, **ex: Any) -> 
 
 
 def run_tuning(raw: Path, profile: str, device: str, log: Log, **ex: Any) -> Path:
-    out = raw / f"tuning_{device}.csv"
+    out = raw / f"tuning_{device_tag(device)}.csv"
     return _sweep("tuning", tuning_cells(get_profile(profile)), out, device, **ex)
 
 
 def _tuning_csv(raw: Path, device: str, log: Log) -> Path | None:
-    path = raw / f"tuning_{device}.csv"
+    path = raw / f"tuning_{device_tag(device)}.csv"
     if path.exists():
         return path
     log(f"no {path}: learning rates and warm-ups are the registry defaults (run `tune` first)")
@@ -62,13 +62,13 @@ def _tuning_csv(raw: Path, device: str, log: Log) -> Path | None:
 
 def run_quality(raw: Path, profile: str, device: str, log: Log, **ex: Any) -> Path:
     cells = quality_cells(get_profile(profile), _tuning_csv(raw, device, log))
-    return _sweep("quality", cells, raw / f"quality_{device}.csv", device, **ex)
+    return _sweep("quality", cells, raw / f"quality_{device_tag(device)}.csv", device, **ex)
 
 
 def run_ablations(raw: Path, profile: str, device: str, log: Log, **ex: Any) -> list[Path]:
     cells = ablation_cells(get_profile(profile), _tuning_csv(raw, device, log))
-    out = _sweep("ablations", cells, raw / f"ablations_{device}.csv", device, **ex)
-    init = raw / f"scaling_init_{device}.csv"
+    out = _sweep("ablations", cells, raw / f"ablations_{device_tag(device)}.csv", device, **ex)
+    init = raw / f"scaling_init_{device_tag(device)}.csv"
     write_rows(init, scaling_init_rows())
     return [out, init]
 
@@ -83,13 +83,14 @@ def run_all(
     get_profile(profile)  # fail before any work on a bad profile or device
     resolve_device(device)
     raw.mkdir(parents=True, exist_ok=True)
-    marker = raw / f".in_progress_{device}"
+    marker = raw / f".in_progress_{device_tag(device)}"
     if not marker.exists():  # a fresh run: regenerate rather than resume old results
         for kind in SWEEP_FILES:
-            (raw / f"{kind}_{device}.csv").unlink(missing_ok=True)
+            (raw / f"{kind}_{device_tag(device)}.csv").unlink(missing_ok=True)
     marker.write_text(profile + "\n")
     write_json(
-        raw / f"env_{device}.json", environment(resolve_device(device)) | {"profile": profile}
+        raw / f"env_{device_tag(device)}.json",
+        environment(resolve_device(device)) | {"profile": profile},
     )
     timing: dict[str, float] = {}
     t_all = time.perf_counter()
@@ -104,7 +105,7 @@ def run_all(
         fn()
         timing[phase] = round(time.perf_counter() - t0, 1)
     timing["total_before_report"] = round(time.perf_counter() - t_all, 1)
-    write_json(raw / f"bench_timing_{device}.json", timing)
+    write_json(raw / f"bench_timing_{device_tag(device)}.json", timing)
     marker.unlink()
     log("== report")
     t0 = time.perf_counter()

@@ -12,15 +12,14 @@ cache and without (recomputing the prefix).
         --benchmark-json=out.json
 
 Rounds adapt to each case (`profile.target_s` over the warm-up time, clamped), so slow cases run
-few times; on CUDA every timed call ends with a synchronise and 5 calls warm up.
+few times. On CUDA a round is k back-to-back calls ending in one synchronise (k sized to
+CUDA_ROUND_S), reported per call, and 5 rounds warm up; a CPU call returns finished.
 """
 
 from __future__ import annotations
 
 import gc
 import json
-import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -37,24 +36,26 @@ from benchmarks.timing.cases import (
     build_call,
     compiles_per_shape,
     get_profile,
-    input_bytes,
     kernel_cases,
     kernel_config,
     predict_peak_bytes,
     query_key_pairs,
     skip_reason,
 )
-from benchmarks.timing.devices import (
-    current_memory,
-    peak_memory_read,
-    peak_memory_reset,
-    synchronize,
-)
+from benchmarks.timing.devices import synchronize
+from benchmarks.timing.timed import run_timed
 from models.base import BOS, EncoderOutput, map_state
 from models.errors import one_line
+from models.precision import training_autocast, training_precision
 from models.registry import accepted_keys, create_decoder, decoder_class, list_decoders
 
-CUDA_WARMUP = 5
+SDPA_OPS = {  # aten op -> the scaled_dot_product_attention backend it belongs to
+    "aten::_scaled_dot_product_flash_attention_for_cpu": "flash (CPU)",
+    "aten::_scaled_dot_product_flash_attention": "flash",
+    "aten::_scaled_dot_product_efficient_attention": "efficient (mem-efficient)",
+    "aten::_scaled_dot_product_cudnn_attention": "cudnn",
+    "aten::_scaled_dot_product_attention_math": "math",
+}
 
 
 def decoder_variants() -> list[tuple[str, dict[str, Any]]]:
@@ -89,49 +90,6 @@ def dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-def _estimate(fn: Callable[..., Any], setup: Callable[[], tuple] | None, budget_s: float) -> float:
-    """Seconds per call: the fastest of up to 3 warm-up calls (one, if a call exceeds budget_s).
-
-    The fastest, because on a shared machine a single call can stall for a scheduler slice.
-    """
-    times: list[float] = []
-    while len(times) < 3 and sum(times) < budget_s:
-        args = setup()[0] if setup else ()
-        start = time.perf_counter()
-        fn(*args)
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def run_timed(
-    benchmark: Any,
-    fn: Callable[..., Any],
-    device: torch.device,
-    profile: Profile,
-    setup: Callable[[], tuple] | None = None,
-) -> float | None:
-    """Warm up, size the rounds, record the CUDA peak, time; returns the median seconds.
-
-    Every record keeps the 1-minute load average seen after it: a shared machine's contention
-    is then visible next to the number it distorted.
-    """
-    if benchmark.disabled:  # --benchmark-disable: run once, so the benchmark cannot rot
-        benchmark.pedantic(fn, setup=setup)
-        return None
-    per_call = _estimate(fn, setup, profile.target_s)
-    if device.type == "cuda":
-        base = current_memory(device)
-        peak_memory_reset(device)
-        fn(*(setup()[0] if setup else ()))
-        benchmark.extra_info["peak_mem_mb"] = round((peak_memory_read(device) - base) / 2**20, 1)
-    wanted = math.ceil(profile.target_s / max(per_call, 1e-9))
-    rounds = min(profile.max_rounds, max(profile.min_rounds, wanted))
-    warmup = CUDA_WARMUP if device.type == "cuda" else 0
-    benchmark.pedantic(fn, setup=setup, rounds=rounds, warmup_rounds=warmup)
-    benchmark.extra_info["load_1m"] = round(os.getloadavg()[0], 2)
-    return benchmark.stats.stats.median
-
-
 def test_gemm_peak(benchmark: Any, device: torch.device, profile: Profile, common_info) -> None:
     """The machine's matmul rate, measured here: kernels are reported as a fraction of it."""
     cuda = device.type == "cuda"
@@ -147,7 +105,6 @@ def test_gemm_peak(benchmark: Any, device: torch.device, profile: Profile, commo
 
     def gemm() -> None:
         torch.matmul(a, b)
-        synchronize(device)
 
     median = run_timed(benchmark, gemm, device, profile)
     if median:
@@ -165,7 +122,7 @@ def test_kernel(
     """
     case, ebytes = kernel_case, torch.finfo(dtype).bits // 8
     flops = attention_flops(case)
-    predicted = input_bytes(case, ebytes) + predict_peak_bytes(case, ebytes)
+    predicted = predict_peak_bytes(case, ebytes)  # above the inputs, like the measured peak
     info = {
         "kind": "kernel", **asdict(case), "tokens": case.b * case.n, "flops": flops,
         "query_key_pairs": query_key_pairs(case), "dtype": str(dtype).removeprefix("torch."),
@@ -179,12 +136,20 @@ def test_kernel(
         skip_case(info, reason)
     oom, first = None, None
     try:
-        call = build_call(case, device, dtype, info["seed"])
+        call = build_call(case, device, dtype, info["seed"], sync=False)
         if compiles_per_shape(case.kernel):
             start = time.perf_counter()
             call()
+            synchronize(device)
             first = time.perf_counter() - start
-        median = run_timed(benchmark, call, device, profile)
+        else:
+            benchmark.extra_info["sdpa_backend"] = sdpa_backend(call)
+
+        def release() -> None:  # the previous call's gradients, before a peak is measured
+            for t in call.inputs:
+                t.grad = None
+
+        median = run_timed(benchmark, call, device, profile, release=release)
     except torch.OutOfMemoryError as err:  # CUDA: an OOM is a recorded skip, not a failed sweep
         oom = one_line(err, limit=120)
     if oom is not None:  # outside `except`, so the traceback no longer pins the tensors
@@ -197,6 +162,18 @@ def test_kernel(
             benchmark.extra_info["gflop_per_s"] = flops / median / 1e9
         if first is not None:
             benchmark.extra_info.update(first_call_s=first, compile_s=max(0.0, first - median))
+
+
+def sdpa_backend(call: Callable[[], None]) -> str:
+    """Which scaled_dot_product_attention backend one call of `call` ran, read from the aten ops
+    the profiler saw ('' when it called none: every kernel but sdpa). Recorded beside each
+    timing, since PyTorch picks the backend per call from dtype, shape, mask and device."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:  # aten ops dispatch on the host
+        call()
+    seen = {e.key for e in prof.key_averages()}
+    return ", ".join(sorted({name for op, name in SDPA_OPS.items() if op in seen}))
 
 
 def random_encoder_output(profile: Profile, batch: int, device: torch.device, seed: int):
@@ -253,7 +230,6 @@ def test_decode_step(benchmark, decoder_variant, decode_t, device, profile, comm
 
     def step(st: Any, token: torch.Tensor) -> None:
         model.step(st, token)
-        synchronize(device)
 
     median = run_timed(benchmark, step, device, profile, setup)
     if median:
@@ -276,7 +252,6 @@ def test_decode_total(benchmark, decoder_variant, device, profile, common_info) 
         state = model.init_state(enc)
         for i in range(t):
             _, state, _ = model.step(state, tokens[:, i])
-        synchronize(device)
 
     median = run_timed(benchmark, decode, device, profile)
     if median:
@@ -296,13 +271,16 @@ def test_train_step(benchmark, decoder_name, train_t, device, profile, common_in
     benchmark.group = "train step"
     benchmark.extra_info.update(kind="train_step", t=train_t, tokens=b * train_t)
     benchmark.extra_info.update(**decode_info(decoder_name, model, profile, b), **common_info)
+    # the sweep's own precision (bf16 autocast on CUDA, fp32 elsewhere), so that these tokens/s
+    # describe the program the quality sweep runs
+    benchmark.extra_info["dtype"] = training_precision(device)
 
     def train_step() -> None:
         opt.zero_grad(set_to_none=True)
-        logits = model(enc, inputs).logits  # (B, T, V)
-        F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)).backward()
+        with training_autocast(device):
+            logits = model(enc, inputs, need_attn=False).logits  # (B, T, V)
+        F.cross_entropy(logits.float().transpose(1, 2), targets).backward()
         opt.step()
-        synchronize(device)
 
     median = run_timed(benchmark, train_step, device, profile)
     if median:

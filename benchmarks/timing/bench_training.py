@@ -18,10 +18,11 @@ import torch.nn.functional as F
 
 import models  # noqa: F401  (registers every decoder)
 from benchmarks.sweeps.profiles import get_profile as get_quality_profile
-from benchmarks.timing.bench_attention import random_tokens, run_timed
-from benchmarks.timing.devices import synchronize
+from benchmarks.timing.bench_attention import random_tokens
 from benchmarks.timing.reference_decoder import REFERENCE, TorchTransformerDecoder
+from benchmarks.timing.timed import run_timed
 from models.base import EncoderOutput
+from models.precision import training_autocast, training_precision
 from models.registry import create_decoder, list_decoders
 
 BATCH, TARGET_LEN, MEMORY_LEN, VOCAB = 64, 32, 32, 20
@@ -75,15 +76,16 @@ def test_train_throughput(benchmark: Any, train_case, device, profile, common_in
 
         def train_step() -> None:
             opt.zero_grad(set_to_none=True)
-            logits = model(enc, inputs, need_attn=False).logits  # (B, T, V)
-            F.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1)).backward()
+            with training_autocast(device):  # the sweep's precision: bf16 autocast on CUDA
+                logits = model(enc, inputs, need_attn=False).logits  # (B, T, V)
+            F.cross_entropy(logits.float().reshape(-1, VOCAB), targets.reshape(-1)).backward()
             opt.step()
-            synchronize(device)
 
         benchmark.group = f"train throughput d{d_model}"
         benchmark.extra_info.update(
             kind="train_throughput", decoder=name, d_model=d_model, batch=BATCH, t=TARGET_LEN,
             mem_len=MEMORY_LEN, vocab=VOCAB, tokens=BATCH * TARGET_LEN,
+            dtype=training_precision(device),
             params=sum(p.numel() for p in model.parameters()), **common_info | {"threads": THREADS},
         )  # fmt: skip
         median = run_timed(benchmark, train_step, device, profile)

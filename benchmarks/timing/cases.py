@@ -214,9 +214,10 @@ def skip_reason(
 
 
 def build_call(
-    case: KernelCase, device: torch.device, dtype: torch.dtype, seed: int
+    case: KernelCase, device: torch.device, dtype: torch.dtype, seed: int, sync: bool = True
 ) -> Callable[[], None]:
-    """Allocate the inputs of `case` and return one synchronised call of it.
+    """Allocate the inputs of `case` and return one call of it, synchronised unless `sync` is
+    False (the timing then synchronises once per round of back-to-back calls: timed.py).
 
     `fwd` runs under inference_mode (no autograd graph kept: the inference cost); `fwd_bwd`
     backpropagates a fixed random output gradient into fresh q, k, v (and kernel) gradients.
@@ -233,7 +234,8 @@ def build_call(
         def call() -> None:
             with torch.inference_mode():
                 kernel(q, k, v, causal=case.causal)
-            synchronize(device)
+            if sync:
+                synchronize(device)
 
     else:
         dout = torch.randn(shape, generator=gen).to(device, dtype)  # (B, H, N, Dh)
@@ -243,7 +245,8 @@ def build_call(
             kernel.zero_grad(set_to_none=True)
             out, _ = kernel(q, k, v, causal=case.causal)  # (B, H, N, Dh)
             out.backward(dout)
-            synchronize(device)
+            if sync:
+                synchronize(device)
 
     call.kernel, call.inputs = kernel, (q, k, v)  # type: ignore[attr-defined]
     return call

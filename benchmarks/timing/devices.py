@@ -34,14 +34,28 @@ def _available(name: str) -> bool:
 
 
 def resolve_device(name: str) -> torch.device:
-    """'cpu' | 'cuda' | 'mps' | 'auto' (cuda, then mps, then cpu) -> torch.device."""
-    if name not in DEVICES:
-        raise ConfigError(f"unknown device '{name}'; choose from {list(DEVICES)}")
-    if name == "auto":
-        name = next(d for d in ("cuda", "mps", "cpu") if _available(d))
-    if not _available(name):
+    """'cpu' | 'cuda' | 'cuda:N' | 'mps' | 'auto' (cuda, then mps, then cpu) -> torch.device."""
+    kind, sep, index = name.partition(":")
+    if kind not in DEVICES or (sep and (kind != "cuda" or not index.isdigit())):
+        raise ConfigError(f"unknown device '{name}'; choose from {list(DEVICES)} or cuda:N")
+    if kind == "auto":
+        kind = next(d for d in ("cuda", "mps", "cpu") if _available(d))
+    if not _available(kind):
         raise ConfigError(f"device '{name}' is not available here (torch {torch.__version__})")
-    return torch.device(name)
+    if sep and int(index) >= torch.cuda.device_count():
+        raise ConfigError(f"device '{name}': this machine has {torch.cuda.device_count()} GPU(s)")
+    return torch.device(name if sep else kind)
+
+
+def device_name(name: str) -> str:
+    """The concrete device `name` stands for ('auto' -> 'cuda', 'mps' or 'cpu'), resolved once in
+    the driver, so that every worker, Ray's GPU request and every file name agree on it."""
+    return str(resolve_device(name))
+
+
+def device_tag(name: str) -> str:
+    """The device type that names result files: quality_cuda.csv for 'cuda' and 'cuda:1' alike."""
+    return resolve_device(name).type
 
 
 def synchronize(device: torch.device) -> None:

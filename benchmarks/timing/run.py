@@ -33,7 +33,7 @@ def run_kernels(device: str, profile: str, out_dir: Path, seed: int = 0) -> list
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / f"kernels_{dev.type}.json"
     tmp = out_dir / f".kernels_{dev.type}.json.tmp"
-    cmd = [sys.executable, "-m", "pytest", *map(str, BENCH_FILES), f"--device={dev.type}"]
+    cmd = [sys.executable, "-m", "pytest", *map(str, BENCH_FILES), f"--device={dev}"]
     cmd += [f"--profile={profile}", f"--seed={seed}", f"--benchmark-json={tmp}"]
     cmd += ["-q", "-p", "no:cacheprovider"]
     with tempfile.TemporaryDirectory(prefix="attnbench-inductor-") as cache:

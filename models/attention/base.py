@@ -103,9 +103,12 @@ class AttentionKernel(nn.Module):
     def flops(
         cls, b: int, h: int, t: int, s: int, dh: int, causal: bool, backward: bool
     ) -> float | None:
-        """FlashAttention's count (Dao et al. 2022, benchmarks): QK^T and PV are 2*T*S*Dh each,
-        so 4*B*H*T*S*Dh forward, half of it causal; the backward is 2.5x the forward, so
-        forward+backward is 3.5x."""
+        """Nominal FLOPs: FlashAttention's count (Dao et al. 2022, benchmarks), QK^T and PV are
+        2*T*S*Dh each, so 4*B*H*T*S*Dh forward, half of it causal; the backward is 2.5x the
+        forward (it recomputes the scores), so forward+backward is 3.5x. The same unit for every
+        kernel, whatever it executes (dot computes all T*S scores when causal, and its backward
+        is 2x): rates are reported as nominal (report/kernels.py, FLOP_ACCOUNTING). None: not a
+        matmul kernel (additive)."""
         fwd = 4.0 * b * h * attended_pairs(t, s, causal) * dh
         return fwd * (3.5 if backward else 1.0)
 

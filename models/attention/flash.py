@@ -219,7 +219,11 @@ class FlashAttentionFn(torch.autograd.Function):
     """out = softmax(QK^T / sqrt(Dh)) V with FlashAttention-2's tiles, forward and backward.
 
     Saved for backward: q, k, v, out, lse (B*H, T) and the caller's mask; never a (T, S) tensor.
-    Low-precision inputs are upcast once and every tile is computed in fp32.
+    Low-precision inputs are upcast once and every tile is computed in fp32, with autocast off
+    in both passes: under autocast the tiles' matmuls would otherwise come back in bf16 (forward)
+    and the backward would run in whatever autocast state its caller left. This is what
+    `torch.amp.custom_fwd`/`custom_bwd` do, for the device type of the inputs rather than one
+    fixed at decoration.
     """
 
     @staticmethod
@@ -236,9 +240,10 @@ class FlashAttentionFn(torch.autograd.Function):
         acc = torch.promote_types(q.dtype, torch.float32)
         attend = as_4d_mask(mask, k.shape[-2])  # (B|1, H|1, T|1, S)
         scale = dh**-0.5
-        out, lse = flash_forward(
-            fold(q, acc), fold(k, acc), fold(v, acc), attend, (b, h), causal, block, scale
-        )
+        with torch.autocast(q.device.type, enabled=False):
+            out, lse = flash_forward(
+                fold(q, acc), fold(k, acc), fold(v, acc), attend, (b, h), causal, block, scale
+            )
         out = out.view(b, h, t, dh).to(q.dtype)  # (B, H, T, Dh)
         ctx.causal, ctx.block, ctx.scale = causal, block, scale
         ctx.save_for_backward(q, k, v, out, lse, attend)
@@ -250,10 +255,11 @@ class FlashAttentionFn(torch.autograd.Function):
         q, k, v, out, lse, attend = ctx.saved_tensors
         b, h, t, dh = q.shape
         acc = lse.dtype
-        grads = flash_backward(
-            *(fold(x, acc) for x in (q, k, v, out)), lse, fold(dout, acc),
-            attend, (b, h), ctx.causal, ctx.block, ctx.scale,
-        )  # fmt: skip
+        with torch.autocast(q.device.type, enabled=False):
+            grads = flash_backward(
+                *(fold(x, acc) for x in (q, k, v, out)), lse, fold(dout, acc),
+                attend, (b, h), ctx.causal, ctx.block, ctx.scale,
+            )  # fmt: skip
         dq, dk, dv = (g.view(x.shape).to(x.dtype) for g, x in zip(grads, (q, k, v), strict=True))
         return dq, dk, dv, None, None, None
 

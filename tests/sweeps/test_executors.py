@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from benchmarks.sweeps.cell import METRIC_COLUMNS, Cell, run_cell
-from benchmarks.sweeps.executors import RETRIES, get_executor, init_local_ray
+from benchmarks.sweeps.cell import METRIC_COLUMNS, RETRIES, Cell, run_cell
+from benchmarks.sweeps.executors import get_executor, worker_gpus
+from benchmarks.sweeps.ray_executor import init_local_ray
 from benchmarks.sweeps.store import read_rows
 from benchmarks.sweeps.sweep import run_sweep
 
@@ -65,7 +66,9 @@ def ray_local():
     ray = pytest.importorskip("ray")
     # Ray workers cannot import this test module (tests/ is not a package): ship it by value
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    init_local_ray(num_cpus=2)
+    # num_gpus=0: on a GPU machine Ray would count the GPU, and the test below that expects no
+    # node to hold a GPU request would get no error
+    init_local_ray(num_cpus=2, num_gpus=0)
     yield ray
     ray.shutdown()
     ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
@@ -157,3 +160,41 @@ def test_ray_executor_refuses_a_request_no_node_can_hold(ray_local):
     with pytest.raises(ValueError, match=r"no Ray node can run a cell needing 1 CPU and 1 GPU"):
         run([tiny_cell("rnn", 0)], recorded.append)
     assert recorded == [] and ray_local.is_initialized()
+
+
+def test_ray_fixture_hides_the_gpus_of_this_machine(ray_local):
+    """The fixture's Ray counts no GPU even on a GPU machine, so the test above holds there."""
+    assert ray_local.cluster_resources().get("GPU", 0) == 0
+
+
+def test_worker_gpus_gives_each_local_worker_its_own_gpu():
+    assert worker_gpus("cuda", 4) == ["0", "1", "2", "3"]
+    assert worker_gpus("cuda", 1) == ["0"]
+    assert worker_gpus("cuda:1", 4) == []  # a named GPU: its cells run there, in turn
+    assert worker_gpus("cpu", 4) == []
+
+
+def test_get_executor_refuses_more_workers_than_gpus():
+    with pytest.raises(ValueError, match=r"workers=3 > 2 GPUs: cells would share a GPU"):
+        get_executor("local", device="cuda", workers=3, gpu_count=2)
+
+
+def visible_gpu(cell, device, threads):
+    """A cell function reporting which GPU its worker was given (no CUDA needed to read it)."""
+    return {"cell_id": cell.cell_id, "status": "ok", "gpu": os.environ["CUDA_VISIBLE_DEVICES"],
+            "pid": os.getpid(), "device": device}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_local_workers_on_a_two_gpu_machine_each_see_one_gpu():
+    """Two workers, two GPUs (counted as if present): every cell runs in a worker that sees
+    exactly one GPU, and the two workers see different ones."""
+    rows: list[dict[str, Any]] = []
+    run = get_executor("local", device="cuda", cell_fn=visible_gpu, gpu_count=2)
+    run([tiny_cell("rnn", seed) for seed in range(6)], rows.append)
+    assert len(rows) == 6 and {r["device"] for r in rows} == {"cuda"}
+    gpu_of = {}
+    for row in rows:
+        assert gpu_of.setdefault(row["pid"], row["gpu"]) == row["gpu"]  # one GPU per worker
+    assert set(gpu_of.values()) <= {"0", "1"}
+    assert len(set(gpu_of.values())) == len(gpu_of)  # no two workers share a GPU
