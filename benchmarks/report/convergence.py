@@ -5,6 +5,8 @@ longest length of each task, mean with a ±1 std band over seeds. A seed that st
 target reached) keeps its last value to the end of the longest seed's run, so the mean does not
 drop when a fast seed stops. Tokens to 95 % is the training-token count at the first
 evaluation whose validation exact match reached 0.95 (blank: never), per decoder and length.
+Capped cells are marked wherever they appear: named under their curves, a `stops` column in the
+tokens-to-95 table, and left out of its plot and its sentence.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import pandas as pd
 
 from benchmarks.report import plots
-from benchmarks.report.base import Report, fmt, numeric, parse_json
+from benchmarks.report.base import Report, fmt, numeric, parse_json, stop_counts
 
 
 def curves(sub: pd.DataFrame) -> pd.DataFrame:
@@ -58,22 +60,30 @@ def convergence(rep: Report, df: pd.DataFrame, dev: str) -> None:
         if long.empty:
             continue
         title = f"{task} L={longest}: validation exact match vs training tokens ({dev})"
+        capped = _capped(at)
+        if capped:  # a curve that ends at the cap shows the budget running out
+            title += f"\nstopped by the step cap, a budget and not a result: {capped}"
+            rep.say(f"{task} L={longest}: the curves of {capped} end at the step cap.")
         fig = plots.lines(long, "tokens", [("exact_match", "val exact match")], "decoder", title)
         rep.figure(f"curves_{task}_{dev}", fig)
     t95 = df.groupby(["task", "decoder", "length"], sort=True).agg(
         seeds=("seed", "count"),
+        stops=("stop_reason", stop_counts),
         reached_95=("tokens_to_95", lambda s: int(s.notna().sum())),
         tokens_to_95=("tokens_to_95", "mean"),
         tokens=("tokens", "mean"),
         train_s=("train_s", "mean"),
+        converged=("converged", "all"),
     )
     t95 = t95.reset_index()
-    reached = t95[t95["reached_95"] > 0]
+    # the plot and the sentence use converged points only; the table shows every point, stops
+    reached = t95[(t95["reached_95"] > 0) & t95["converged"]]
+    t95 = t95.drop(columns="converged")
     if not reached.empty:
         rep.figure(
             f"tokens_to_95_{dev}",
             plots.lines(
-                reached.assign(converged=True), "length", [("tokens_to_95", "tokens to 95 % EM")],
+                reached, "length", [("tokens_to_95", "tokens to 95 % EM")],
                 "decoder", f"training tokens to 95 % validation exact match ({dev})",
                 style="task", logx=True, logy=True,
             ),
@@ -81,9 +91,16 @@ def convergence(rep: Report, df: pd.DataFrame, dev: str) -> None:
     rep.say(
         "Sample efficiency: training target tokens until validation exact match first reached "
         "95 % (mean over the seeds that reached it; `reached_95` counts them), beside the tokens "
-        "and seconds each cell trained in all. " + _cheapest(reached)
+        "and seconds each cell trained in all; `stops` says how the seeds ended. The plot and "
+        "this sentence use points whose seeds all converged. " + _cheapest(reached)
     )
     rep.table(f"tokens_to_95_{dev}", t95, f"Tokens to 95 % exact match ({dev})")
+
+
+def _capped(cells: pd.DataFrame) -> str:
+    """'rnn (cap×2)': the decoders with a seed stopped by the step cap among `cells`."""
+    stops = cells[~cells["converged"]].groupby("decoder", sort=True)["stop_reason"]
+    return ", ".join(f"{decoder} ({stop_counts(s)})" for decoder, s in stops)
 
 
 def _cheapest(reached: pd.DataFrame) -> str:

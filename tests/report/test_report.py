@@ -455,6 +455,23 @@ def test_build_report_capped_cells_carry_no_claim(tmp_path: Path) -> None:
                                       "| rnn_attn | 8 |")  # fmt: skip
 
 
+def test_build_report_marks_capped_cells_in_curves_and_tokens_to_95(tmp_path: Path) -> None:
+    """A capped cell that reached 95 % stays in the tokens-to-95 table, marked by `stops`, but
+    out of its plot's data and its sentence; the learning curves at that length name it."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    rows = [_row("reverse", d, s, em, n) for d, em in (("rnn", 0.96), ("rnn_attn", 1.0))
+            for n in (4, 8) for s in (0, 1)]  # fmt: skip
+    rows[-1] |= {"stop_reason": "cap"}  # rnn_attn L=8 seed 1 ran out of steps
+    _write_csv(raw / "quality_cpu.csv", rows)
+    build_report(raw, tmp_path / "out")
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "reverse L=8: the curves of rnn_attn (cap×1) end at the step cap." in readme
+    table = tmp_path / "out" / "tables" / "tokens_to_95_cpu.md"
+    assert "cap×1 target×1" in _line(table, "| reverse | rnn_attn | 8 |")
+    assert "Tokens to 95 % at the longest length two decoders reached: reverse L=4:" in readme
+
+
 def test_build_report_tuning_table_marks_the_chosen_settings(built) -> None:
     _, out, _ = built
     readme = (out / "README.md").read_text()
