@@ -47,7 +47,10 @@ class TrainConfig:
     max_steps: int = 1000  # the step cap: the stopping rule's backstop, equal across decoders
     lr: float = 3e-3  # peak AdamW learning rate
     weight_decay: float = 0.01
-    warmup_steps: int = 100  # linear warm-up, then cosine decay to 10 % of lr at max_steps
+    warmup_steps: int = 100  # linear warm-up, then cosine decay to 10 % of lr at decay_steps
+    # the schedule's horizon, apart from the cap (None: max_steps): a cap past it trains on at
+    # 10 % of lr, so raising the cap leaves every step before decay_steps exactly as it was
+    decay_steps: int | None = None
     clip_norm: float = 1.0  # gradient-norm clipping (> 0)
     label_smoothing: float = 0.0
     eval_every: int = 250  # steps between greedy validation passes
@@ -84,6 +87,9 @@ def check_config(cfg: TrainConfig) -> None:
     for name in ("d_model", "batch_size", "max_steps", "eval_every", "beam_size"):
         value = getattr(cfg, name)
         _require(_is_int(value) and value >= 1, name, value, "an integer >= 1")
+    if cfg.decay_steps is not None:
+        _require(_is_int(cfg.decay_steps) and cfg.decay_steps >= 1, "decay_steps",
+                 cfg.decay_steps, "an integer >= 1 (or None: max_steps)")  # fmt: skip
     for name in ("warmup_steps", "patience", "seed"):
         value = getattr(cfg, name)
         _require(_is_int(value) and value >= 0, name, value, "an integer >= 0")

@@ -126,7 +126,7 @@ def train(
     model = build_model(task, cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, cfg.warmup_steps, cfg.max_steps)
+        opt, lambda s: lr_factor(s, cfg.warmup_steps, cfg.decay_steps or cfg.max_steps)
     )
     ckpt_path = Path(cfg.checkpoint_dir) / "last.pt" if cfg.checkpoint_dir else None
     run = _Run(model, opt, sched, task, cfg, ckpt_path, task_args)

@@ -25,7 +25,9 @@ NUMERIC = [
     *QUALITY_METRICS, "length", "seed", "tf_token_acc", "alignment_fraction", "wall_s", "steps",
     "tokens", "tokens_to_95", "params", "val_exact_match", "val_token_acc",
 ]  # fmt: skip
-BUDGET_KEYS = ["d_model", "batch_size", "lr", "warmup_steps", "max_steps", "target", "patience"]
+BUDGET_KEYS = [
+    "d_model", "batch_size", "lr", "warmup_steps", "decay_steps", "max_steps", "target", "patience",
+]  # fmt: skip
 SEQUENCE_PANELS = [("exact_match", "test exact match"), ("token_acc", "test token accuracy")]
 TASK_PLOTS = {"digits": [SEQUENCE_PANELS[0], ("bleu4", "BLEU-4"), ("cider", "CIDEr-D")]}
 
@@ -130,11 +132,14 @@ def _budget(rep: Report, df: pd.DataFrame, dev: str) -> None:
         | {"lr_from": ", ".join(sorted(set(g["hparams"].dropna().astype(str)) - {""})) or "–"}
         for (task, dec), g in cfg.groupby(["task", "decoder"], sort=True)
     ]
-    same = cfg.groupby("task")[["d_model", "batch_size", "max_steps", "target"]].nunique()
+    shared = ["d_model", "batch_size", "decay_steps", "max_steps", "target"]
+    same = cfg.groupby("task")[shared].nunique()
     rep.say(
         "Budget and stopping rule per cell, from each row's `train_cfg`: "
         + (
-            "width, batch, step cap and target are identical across decoders for every task; "
+            "width, batch, schedule horizon (`decay_steps`: cosine to 10 % of the rate, then "
+            "the floor until the cap), step cap and target are identical across decoders for "
+            "every task; "
             if bool((same <= 1).all().all())
             else "budgets differ across decoders: compare with care; "
         )

@@ -30,8 +30,16 @@ class Profile:
     target: float = 0.99  # stop once validation exact match reaches this
     patience: int = 6  # ... or after this many evaluations in which neither exact match nor
     min_delta: float = 0.01  # token accuracy gained this much (1 point; above n_eval noise)
-    max_steps: int = 3000  # the step cap: a backstop; a capped cell is marked, never a headline
-    scan_max_steps: int = 4000  # SCAN's cap (measured: rnn_attn reaches 0.99 on simple at ~2,900)
+    # The learning-rate schedule's horizon (cosine to 10 %), then the step cap, a backstop: a
+    # capped cell is marked, never a headline. Between them training goes on at the floor rate,
+    # so that a decoder still creeping up when its schedule ends can reach a plateau (measured:
+    # the vanilla rnn at reverse L=16, capped at 3,000 when the horizon was the cap, stopped on a
+    # plateau at 4,500 steps with the cap at 6,000). A cell that stops before the horizon gives
+    # the same row either way. None: the horizon is the cap.
+    decay_steps: int | None = 3000
+    max_steps: int = 6000
+    scan_decay_steps: int | None = 4000
+    scan_max_steps: int = 8000  # (measured: rnn_attn reaches 0.99 on simple at ~2,900)
     tune_task: tuple[str, int] = ("reverse", 10)  # the tuning length: not a headline length
     tune_max_steps: int = 1200  # tuning cells not at the target by then rank by val exact match
     tune_lr_factors: tuple[float, ...] = (0.5, 1.0, 2.0)  # x each decoder's registry default
@@ -46,8 +54,11 @@ class Profile:
         n_train = self.digits_n_train if task == "digits" else self.n_train
         return {"n_train": n_train, "n_val": self.n_eval, "n_test": self.n_eval}
 
-    def stopping(self, max_steps: int | None = None) -> dict[str, object]:
-        """TrainConfig fields of the stopping rule, identical for every decoder."""
+    def stopping(
+        self, max_steps: int | None = None, decay_steps: int | None = None
+    ) -> dict[str, object]:
+        """TrainConfig fields of the stopping rule and schedule, identical for every decoder
+        (`max_steps` given alone, as tuning does: the horizon is that cap)."""
         return {
             "eval_every": self.eval_every,
             "target_metric": "exact_match",
@@ -56,6 +67,7 @@ class Profile:
             "patience": self.patience,
             "min_delta": self.min_delta,
             "max_steps": max_steps or self.max_steps,
+            "decay_steps": decay_steps if max_steps else self.decay_steps,
         }
 
 
@@ -72,7 +84,9 @@ QUICK = Profile(
     n_eval=50,
     eval_every=25,
     patience=3,
+    decay_steps=None,
     max_steps=150,
+    scan_decay_steps=None,
     scan_max_steps=150,
     tune_max_steps=150,
     tune_task=("reverse", 6),
@@ -100,7 +114,9 @@ FULL = Profile(
     n_eval=1000,
     patience=10,
     min_delta=0.002,
+    decay_steps=None,
     max_steps=20_000,
+    scan_decay_steps=None,
     scan_max_steps=20_000,
     tune_max_steps=5000,
     tune_task=("reverse", 24),

@@ -22,8 +22,10 @@ def quality_cells(profile: Profile, tuning_csv: Path | None = None) -> list[Cell
     hparams = hparams_for(decoders, tuning_csv, profile)
 
     def cell(task: str, args: dict, dec: str, seed: int, **kw: Any) -> Cell:
-        steps = profile.scan_max_steps if task == "scan" else profile.max_steps
-        train = common_budget(profile, seed, steps) | _lr(hparams[dec])
+        scan = task == "scan"
+        steps = profile.scan_max_steps if scan else profile.max_steps
+        decay = profile.scan_decay_steps if scan else profile.decay_steps
+        train = common_budget(profile, seed, steps, decay) | _lr(hparams[dec])
         train["meteor"] = task == "digits" and profile.meteor  # the captioning task's COCO metrics
         extra = {"hparams": hparams[dec]["hparams"]}
         if task != "scan":  # where attention looks: the ablations read it from these cells

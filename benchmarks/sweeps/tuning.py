@@ -24,14 +24,17 @@ from models.registry import decoder_class, list_decoders
 Hparams = dict[str, Any]  # {"lr": float, "warmup_steps": int, "hparams": "tuned" | "default"}
 
 
-def common_budget(profile: Profile, seed: int, max_steps: int | None = None) -> dict[str, Any]:
-    """TrainConfig fields every decoder shares in a profile: width, batch, stopping rule, seed."""
+def common_budget(
+    profile: Profile, seed: int, max_steps: int | None = None, decay_steps: int | None = None
+) -> dict[str, Any]:
+    """TrainConfig fields every decoder shares in a profile: width, batch, stopping rule and
+    schedule, seed."""
     return {
         "d_model": profile.d_model,
         "batch_size": profile.batch_size,
         "meteor": False,
         "seed": seed,
-        **profile.stopping(max_steps),
+        **profile.stopping(max_steps, decay_steps),
     }
 
 

@@ -209,6 +209,19 @@ def test_lr_factor_warmup_peak_cosine():
     assert lr_factor(total + 50, warmup, total) == pytest.approx(0.1)  # stays at the floor
 
 
+def test_raising_the_cap_past_decay_steps_leaves_the_earlier_run_identical():
+    task = reverse_task()
+    short = train(task, small_config(max_steps=6))
+    longer = train(task, small_config(max_steps=12, decay_steps=6))
+    assert untimed(longer.history[:2]) == untimed(short.history)  # steps 3 and 6: the same
+    assert longer.steps > short.steps or longer.stop_reason != "cap"
+
+
+def test_decay_steps_must_be_a_positive_integer():
+    with pytest.raises(ValueError, match="decay_steps=0: must be an integer >= 1"):
+        small_config(decay_steps=0)
+
+
 def test_sequence_loss_ignores_pad_columns():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 3, 7, generator=g)  # (B, T, V)
