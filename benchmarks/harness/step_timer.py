@@ -59,6 +59,8 @@ def warm_up(model: torch.nn.Module, loss_of: Callable[[torch.nn.Module], Tensor]
     device = next(model.parameters()).device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         clone = copy.deepcopy(model).train()
+        for rnn in (m for m in clone.modules() if isinstance(m, torch.nn.RNNBase)):
+            rnn.flatten_parameters()  # a deep copy leaves cuDNN's weights un-fused (a warning)
         loss_of(clone).backward()
     del clone
     synchronize(device)

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import gc
 import json
+import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
@@ -139,8 +141,9 @@ def test_kernel(
         call = build_call(case, device, dtype, info["seed"], sync=False)
         if compiles_per_shape(case.kernel):
             start = time.perf_counter()
-            call()
-            synchronize(device)
+            compile_error = first_call(call, device)
+            if compile_error is not None:
+                skip_case(info, compile_error)
             first = time.perf_counter() - start
         else:
             benchmark.extra_info["sdpa_backend"] = sdpa_backend(call)
@@ -162,6 +165,24 @@ def test_kernel(
             benchmark.extra_info["gflop_per_s"] = flops / median / 1e9
         if first is not None:
             benchmark.extra_info.update(first_call_s=first, compile_s=max(0.0, first - median))
+
+
+def first_call(call: Callable[[], None], device: torch.device) -> str | None:
+    """The untimed first call of a kernel that compiles per shape; why it failed, or None.
+
+    A compiler that cannot build this case on this platform (as the kernel's own probe skips a
+    platform it cannot compile on at all) is a recorded skip with the error's first line, not a
+    failed sweep; the whole traceback goes to stderr for whoever reads the log.
+    """
+    try:
+        call()
+        synchronize(device)
+    except torch.OutOfMemoryError:
+        raise  # the caller's recorded OOM skip
+    except Exception as err:
+        traceback.print_exc(file=sys.stderr)
+        return f"first (compiling) call failed on {device.type}: {one_line(err, limit=160)}"
+    return None
 
 
 def sdpa_backend(call: Callable[[], None]) -> str:

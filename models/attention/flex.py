@@ -266,12 +266,16 @@ class FlexAttention(AttentionKernel):
         self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: bool = False
     ) -> float:
         """Compile these shapes now, for inference_mode calls and for no_grad ones (the forward
-        of a CPU training step); returns the first one's seconds (compile + one run)."""
+        of a CPU training step) and, off the CPU, for calls with gradients (flex's own forward
+        and backward); returns the first one's seconds (compile + one run)."""
         attend = as_4d_mask(mask, k.shape[-2])
         with torch.inference_mode():
             self(q, k, v, mask=mask, causal=causal)
         with torch.no_grad():
             self(q, k, v, mask=mask, causal=causal)
+        if q.device.type != "cpu":
+            leaves = [x.detach().requires_grad_() for x in (q, k, v)]
+            self(*leaves, mask=mask, causal=causal)[0].sum().backward()
         return self.compile_seconds[self.signature(q, k, attend, causal, "inference")]
 
     def forward(

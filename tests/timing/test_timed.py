@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from benchmarks.timing import timed
-from benchmarks.timing.bench_attention import sdpa_backend
+from benchmarks.timing.bench_attention import first_call, sdpa_backend
 from benchmarks.timing.cases import KernelCase, build_call
 from benchmarks.timing.devices import device_name, device_tag, resolve_device
 from models.registry import kernel_class, list_kernels
@@ -33,6 +33,40 @@ def test_cuda_peak_reads_its_baseline_after_release_and_setup(monkeypatch) -> No
     )
     assert log == ["release", "setup", "sync", "base", "reset", "call 7", "sync", "read"]
     assert peak == 64.0
+
+
+def test_cuda_sizes_its_rounds_past_the_cold_first_call(monkeypatch) -> None:
+    """The first CUDA call pays lazy set-up: one slow call must not size the rounds (it made a
+    13 ms training step a single timed round). On the CPU a call over budget stays one call."""
+    monkeypatch.setattr(timed, "synchronize", lambda d: None)
+    clock = {"t": 0.0}
+    monkeypatch.setattr(timed.time, "perf_counter", lambda: clock["t"])
+
+    def call_costing(*seconds: float):
+        costs = iter(seconds)
+        return lambda: clock.__setitem__("t", clock["t"] + next(costs))
+
+    assert timed._estimate(call_costing(0.5, 0.01, 0.01), None, 0.25, CUDA) == pytest.approx(0.01)
+    assert timed._estimate(call_costing(0.5), None, 0.25, torch.device("cpu")) == 0.5
+
+
+def test_a_compiling_first_call_that_fails_is_a_reason_not_a_crash(capsys) -> None:
+    def broken() -> None:
+        raise RuntimeError("Inference tensors cannot be saved for backward.\nmore")
+
+    def out_of_memory() -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    cpu = torch.device("cpu")
+    assert first_call(lambda: None, cpu) is None
+    reason = first_call(broken, cpu)
+    assert reason == (
+        "first (compiling) call failed on cpu: "
+        "RuntimeError: Inference tensors cannot be saved for backward."
+    )
+    assert "Traceback" in capsys.readouterr().err  # the whole story stays in the log
+    with pytest.raises(torch.OutOfMemoryError):  # an OOM stays the caller's recorded OOM skip
+        first_call(out_of_memory, cpu)
 
 
 def test_cuda_rounds_are_back_to_back_calls_with_one_sync(monkeypatch) -> None:
