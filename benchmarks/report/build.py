@@ -217,15 +217,17 @@ def _commands(raw: Raw) -> list[str]:
         info = raw["kernels"].get(dev, {}).get("machine_info", {}).get("attnbench", {})
         kern = info.get("profile") or train
         note = "" if kern == train else f"  # the kernels here were run with --profile {kern}"
-        cmds += [f"make bench PROFILE={train} DEVICE={dev}{note}"]
+        if dev in raw["bench_timing"]:  # written by `make bench` (`all`) alone
+            cmds += [f"make bench PROFILE={train} DEVICE={dev}{note}"]
         cmds += [
             f"python -m benchmarks {cmd} --profile {p} --device {dev}"
-            for cmd, p in (
-                ("tune", train),
-                ("quality", train),
-                ("ablations", train),
-                ("kernels", kern),
+            for cmd, p, kind in (
+                ("tune", train, "tuning"),
+                ("quality", train, "quality"),
+                ("ablations", train, "ablations"),
+                ("kernels", kern, "kernels"),
             )
+            if dev in raw[kind]  # only the phases whose results are here
         ]
     return cmds + ["python -m benchmarks report   # results/raw -> results/"]
 

@@ -129,6 +129,12 @@ def checks_section(rep: Report, times: pd.DataFrame, mem: pd.DataFrame | None, d
         return
     rep.h(3, f"Issue-10 checks, computed from this run ({dev})")
     counts = table["holds"].value_counts()
+    if dev != "cpu":
+        rep.say(
+            "The issue sets these bounds for the CPU; they are computed here the same way, for "
+            "comparison. `chunked` is tiling written in PyTorch, one launch per tile operation, "
+            "against fused kernels."
+        )
     rep.say(
         f"{counts.get('yes', 0)} of {len(table)} checks hold, {counts.get('no', 0)} fail, "
         f"{counts.get('not measured', 0)} not measured: "

@@ -384,6 +384,11 @@ def test_build_report_cuda_kernels_in_tflops_with_gpu_memory(tmp_path: Path) -> 
     assert row.endswith("| 100.0 | 25.0 | 190,734,863 | 390,625 | 12.5 |")
     readme = (tmp_path / "out" / "README.md").read_text()
     assert "400.0 TFLOP/s" in readme and "`quality_cpu.csv`" in readme
+    # only the kernels phase ran on this device: no `make bench`, no sweep commands for it
+    commands = readme.split("```")[-2].splitlines()
+    assert [c for c in commands if "cuda" in c] == [
+        "python -m benchmarks kernels --profile default --device cuda"
+    ]
 
 
 def test_build_report_empty_raw_dir_reports_missing_and_removes_stale(tmp_path: Path) -> None:
