@@ -43,6 +43,22 @@ def test_bf16_kernel_matches_the_fp32_reference(kernel: str, causal: bool) -> No
         torch.testing.assert_close(g.float(), r, rtol=5e-2, atol=5e-2)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_flex_trains_after_an_inference_call_at_the_same_shape(causal: bool) -> None:
+    """The kernel benchmark's order: forward under inference_mode (which fills the block-mask
+    cache), then forward+backward at the same shape. Failed on an H200 before the cached masks
+    were kept out of inference mode ("Inference tensors cannot be saved for backward")."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 384, 64, device=CUDA, dtype=torch.bfloat16) for _ in "qkv")
+    kernel = create_kernel("flex")
+    with torch.inference_mode():
+        kernel(q, k, v, causal=causal)
+    leaves = [x.clone().requires_grad_() for x in (q, k, v)]
+    out, _ = kernel(*leaves, causal=causal)
+    out.float().square().sum().backward()
+    assert all(x.grad is not None and torch.isfinite(x.grad).all() for x in leaves)
+
+
 @pytest.mark.parametrize("decoder", list_decoders())
 @pytest.mark.parametrize("task", ["reverse", "digits"])
 def test_one_autocast_training_step_per_decoder(decoder: str, task: str) -> None:

@@ -61,10 +61,16 @@ def _tile_lists(tiles: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @functools.cache
+@torch.inference_mode(False)
 def tile_structure(causal: bool, t: int, s: int) -> tuple[Tensor, Tensor]:
     """(partial, full), each (nq, nk) bool over SPARSE_BLOCK tiles: the tiles attention visits
     that need the mask_mod and those that do not. Built from the tile bounds in O(nq * nk),
-    where create_block_mask evaluates a mask_mod on all T*S pairs."""
+    where create_block_mask evaluates a mask_mod on all T*S pairs.
+
+    Cached, so never built as inference tensors (inference_mode off), whatever mode the first
+    caller runs in: a later call with gradients saves the block mask for backward, which
+    inference tensors refuse (measured on CUDA: every flex forward+backward failed after an
+    inference-mode forward had filled the cache)."""
     nq, nk = -(-t // SPARSE_BLOCK), -(-s // SPARSE_BLOCK)
     first = torch.arange(max(nq, nk)) * SPARSE_BLOCK  # first index of each tile
     last_q, last_k = first[:nq] + SPARSE_BLOCK - 1, first[:nk] + SPARSE_BLOCK - 1
@@ -78,9 +84,11 @@ def tile_structure(causal: bool, t: int, s: int) -> tuple[Tensor, Tensor]:
 
 
 @functools.cache
+@torch.inference_mode(False)
 def structural_block_mask(causal: bool, t: int, s: int, device: torch.device) -> Any:
     """The BlockMask of causal (diagonal tiles partial, lower tiles full) or full attention:
-    equal to create_block_mask's (tested), cached per (causal, T, S, device)."""
+    equal to create_block_mask's (tested), cached per (causal, T, S, device), and like
+    `tile_structure` never made of inference tensors."""
     from torch.nn.attention.flex_attention import BlockMask, noop_mask
 
     partial, full = tile_structure(causal, t, s)

@@ -210,6 +210,20 @@ def test_flex_block_mask_equals_create_block_mask(causal: bool, t: int, s: int) 
         assert torch.equal(getattr(ours, name), getattr(ref, name)), name
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_flex_block_masks_cached_under_inference_mode_can_serve_a_training_call(
+    causal: bool,
+) -> None:
+    """The cached BlockMask is saved for backward by a later call with gradients (CUDA flex):
+    built first under inference_mode, it must still be made of ordinary tensors. (A mask_mod's
+    BlockMask is built per call, in that call's mode.)"""
+    t, s = 389, 389  # shapes no other test caches first
+    with torch.inference_mode():
+        block_mask = flex_module.structural_block_mask(causal, t, s, torch.device("cpu"))
+    tensors = [x for x in vars(block_mask).values() if isinstance(x, torch.Tensor)]
+    assert len(tensors) >= 4 and not any(x.is_inference() for x in tensors)
+
+
 def test_flex_unavailable_reason_names_a_missing_compiler(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch._inductor.cpp_builder as cpp_builder
 
