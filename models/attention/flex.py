@@ -212,6 +212,18 @@ class _FlexCpuFn(torch.autograd.Function):
         return dq, dk, dv, None, None, None
 
 
+def _warm_cpu_backward(dh: int, causal: bool) -> None:
+    """Run CPU flex's backward (FA-2's tiled recompute, `flash.py`) once on one tiny tile, so
+    that its code pages, thread pool and BLAS buffers are in place before a timed or measured
+    call, as a small call of the same mode does for the kernels that do not compile (measured
+    at N=1024: 2.6 MiB of libtorch code paged in by the first backward, billed to its peak).
+    The tile is small: glibc keeps freed blocks, and large ones would serve the measured call."""
+    n, block = BLOCK_Q, (BLOCK_Q, BLOCK_K)
+    q, k, v, out, dout = (torch.randn(1, n, dh) for _ in range(5))  # (1, N, Dh) each
+    _, lse = flash_forward(q, k, None, None, (1, 1), causal, block, dh**-0.5)
+    flash_backward(q, k, v, out, lse, dout, None, (1, 1), causal, block, dh**-0.5)
+
+
 @register_kernel("flex")
 class FlexAttention(AttentionKernel):
     """Compiled FlexAttention: causal via a cached BlockMask, any bool mask via a mask_mod.
@@ -284,6 +296,8 @@ class FlexAttention(AttentionKernel):
         if q.device.type != "cpu":
             leaves = [x.detach().requires_grad_() for x in (q, k, v)]
             self(*leaves, mask=mask, causal=causal)[0].sum().backward()
+        else:
+            _warm_cpu_backward(q.shape[-1], causal)
         return self.compile_seconds[self.signature(q, k, attend, causal, "inference")]
 
     def forward(
