@@ -18,6 +18,7 @@ from models.attention import (
     ChunkedAttention,
     additive_scores,
     attended_pairs,
+    block_masks,
     masked_softmax,
 )
 from models.attention import flex as flex_module
@@ -203,8 +204,8 @@ def test_masked_softmax_zero_where_masked() -> None:
 def test_flex_block_mask_equals_create_block_mask(causal: bool, t: int, s: int) -> None:
     from torch.nn.attention.flex_attention import create_block_mask
 
-    ours = flex_module.structural_block_mask(causal, t, s, torch.device("cpu"))
-    mod = flex_module._causal_mod if causal else (lambda b, h, i, j: j >= 0)
+    ours = block_masks.structural_block_mask(causal, t, s, torch.device("cpu"))
+    mod = block_masks._causal_mod if causal else (lambda b, h, i, j: j >= 0)
     ref = create_block_mask(mod, None, None, t, s, device="cpu")
     for name in ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices"):
         assert torch.equal(getattr(ours, name), getattr(ref, name)), name
@@ -219,7 +220,7 @@ def test_flex_block_masks_cached_under_inference_mode_can_serve_a_training_call(
     BlockMask is built per call, in that call's mode.)"""
     t, s = 389, 389  # shapes no other test caches first
     with torch.inference_mode():
-        block_mask = flex_module.structural_block_mask(causal, t, s, torch.device("cpu"))
+        block_mask = block_masks.structural_block_mask(causal, t, s, torch.device("cpu"))
     tensors = [x for x in vars(block_mask).values() if isinstance(x, torch.Tensor)]
     assert len(tensors) >= 4 and not any(x.is_inference() for x in tensors)
 
