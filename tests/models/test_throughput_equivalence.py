@@ -120,6 +120,30 @@ def test_transformer_forms_attention_weights_only_on_request() -> None:
     assert dec(enc, tokens).attn.shape == (B, T, S)
 
 
+def test_transformer_backward_copies_no_ffn_sized_buffer() -> None:
+    """The FFN runs on (B*T, D) rows: on (B, T, D) the in-place ReLU wrote into a view and
+    autograd copied and cloned (B, T, F) buffers in backward (a third of the FFN's time)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    ffn_numel = B * T * 4 * D  # (B, T, F), F = 4D
+    copies = (torch.ops.aten.copy_.default, torch.ops.aten.clone.default)
+    seen: list[tuple[int, ...]] = []
+
+    class CopyLog(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            source = args[1] if func is copies[0] else args[0]  # copy_(self, src) | clone(x)
+            if func in copies and source.numel() >= ffn_numel:
+                seen.append(tuple(source.shape))
+            return func(*args, **(kwargs or {}))
+
+    dec = TransformerDecoder(V, d_model=D, num_heads=4)
+    enc, tokens = make_enc(), torch.randint(1, V, (B, T))
+    loss = dec(enc, tokens, need_attn=False).logits.square().sum()
+    with CopyLog():
+        loss.backward()
+    assert seen == []
+
+
 def test_retained_graph_recomputes_after_the_workspace_was_reused() -> None:
     """backward, another forward (which takes the buffer), backward again on the first graph."""
     dec = AttnRNNDecoder(V, D)
