@@ -13,6 +13,7 @@ glibc's defaults, and, at `profile.returned_ns`, with every freed block returned
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
 import multiprocessing as mp
@@ -56,6 +57,30 @@ RETURNED_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"
 RETURNED = "returned"  # the allocator column's suffix for that regime: "glibc-returned"
 
 
+WARM_GEMM = 1024  # a square GEMM this large allocates BLAS's workspace on every CPU measured
+
+
+def warm_blas(device: torch.device, dtype: torch.dtype) -> None:
+    """One square GEMM, so that BLAS's per-process workspace exists before the baseline is read:
+    MKL allocates 2.5-4.4 MiB on the first matmul that is large enough, and what is large enough
+    depends on the CPU (measured: any size on one machine, only large ones on another, which
+    moved every measured peak by 4 MiB). The memory models leave it out, like the thread pool."""
+    a = torch.ones(WARM_GEMM, WARM_GEMM, device=device, dtype=dtype)
+    torch.mm(a, a)
+
+
+def return_freed_memory() -> None:
+    """glibc: hand the heap's freed blocks back to the OS (malloc_trim(0)), so that the measured
+    call cannot be served from what the warm-up freed (measured: flex's 16 MiB output at
+    N=16384 read as 0 MiB, the warm-up's own output reused). Other allocators: nothing."""
+    if allocator() != "glibc":
+        return
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc after all (musl has no malloc_trim)
+        pass
+
+
 def measure_one(case: KernelCase, device: torch.device, dtype: torch.dtype, seed: int) -> float:
     """Peak extra MiB of one call over the memory held once inputs exist (run it fresh)."""
     if compiles_per_shape(case.kernel):
@@ -64,9 +89,12 @@ def measure_one(case: KernelCase, device: torch.device, dtype: torch.dtype, seed
         call.kernel.warm_up(*inputs, causal=case.causal)  # compiles these shapes
     else:
         warm = KernelCase(case.kernel, 64, 1, case.h, case.dh, case.causal, case.mode)
-        build_call(warm, device, dtype, seed)()  # thread pool and BLAS buffers: not the kernel's
+        build_call(warm, device, dtype, seed)()  # thread pool and small buffers: not the kernel's
         call = build_call(case, device, dtype, seed)
+    warm_blas(device, dtype)
     gc.collect()
+    if device.type == "cpu":
+        return_freed_memory()
     synchronize(device)
     base = current_memory(device)
     peak_memory_reset(device)

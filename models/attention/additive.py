@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from ..registry import register_kernel
-from .base import GEMM_WORKSPACE, AttentionKernel, masked_softmax
+from .base import AttentionKernel, masked_softmax
 
 NEG_INF = float("-inf")
 # tanh-input elements per query block (16 MiB in fp32). Measured on the 2-core CPU (1 thread,
@@ -155,17 +155,12 @@ class AdditiveAttention(AttentionKernel):
         block_size: int | None = None,
     ) -> int:
         """P = one (B,H,T,S) matrix; qp, kp the projected queries (B,H,T,A) and keys (B,H,S,A);
-        hid one query block's tanh input (B,H,rows,S,A). Phases, each plus the GEMM workspace:
+        hid one query block's tanh input (B,H,rows,S,A). Phases (BLAS's workspace left out):
         blocked scores (qp, kp, P, hid); softmax (2 P); with backward also the softmax
         backward (weights, their gradient and the scores' gradient: 3 P, with out and dv) and
         the blocked backward (P, qp, kp, dqp, dkp, hid, one (B,H,S,A) sum, out, dv).
-        Fresh-process MiB (fp32, B*N = 4096, H=4, Dh=A=64), measured under glibc defaults /
-        with freed memory returned / predicted (glibc keeps up to 17 MiB of freed blocks at
-        small N):
-            N=128   fwd  33.0 /  32.5 /  36.2   fwd+bwd  61.2 /  52.3 /  56.2
-            N=256   fwd  41.2 /  40.4 /  44.2   fwd+bwd  81.3 /  64.3 /  68.0
-            N=1024  fwd 137.2 / 128.2 / 132.0   fwd+bwd 209.5 / 208.9 / 212.0
-            N=2048  fwd 265.1 / 256.2 / 260.0   fwd+bwd 402.0 / 401.3 / 404.0
+        Measured against it: `results/tables/kernel_memory_<device>.md` (`make bench`).
+        glibc keeps up to 17 MiB of freed blocks at small N.
         """
         e, n = dtype_bytes, b * h
         a = head_dim if attn_dim is None else attn_dim
@@ -176,8 +171,8 @@ class AdditiveAttention(AttentionKernel):
         if backward:
             softmax_bwd = 3 * p + qp + kp + x + kv
             blocked_bwd = p + 2 * qp + 3 * kp + hid + x + kv
-            return max(scores, 2 * p + qp + kp, softmax_bwd, blocked_bwd) + GEMM_WORKSPACE
-        return max(scores, 2 * p, p + x) + GEMM_WORKSPACE
+            return max(scores, 2 * p + qp + kp, softmax_bwd, blocked_bwd)
+        return max(scores, 2 * p, p + x)
 
     def forward(
         self,

@@ -31,10 +31,11 @@ import torch
 from torch import Tensor, nn
 
 MiB = 2**20
-# MKL allocates about 4 MiB of GEMM workspace on the first large matmul of a process; the small
-# warm-up call does not reach that size, so kernels that call large GEMMs pay it once (measured
-# 4.1-4.4 MiB, independent of the thread count and of the allocator settings).
-GEMM_WORKSPACE = 4 * MiB
+# The memory models (`peak_bytes`) leave out BLAS's per-process GEMM workspace: MKL allocates
+# 2.5-4.4 MiB of it on a process's first matmul that is large enough, and what is large enough
+# depends on the CPU (measured: any size on one machine, only large ones on another). The
+# measurement warms it up before reading its baseline (benchmarks/timing/memory.py), as cuBLAS's
+# workspace is on a GPU.
 
 
 def causal_mask(t: int, s: int, device: torch.device | None = None) -> Tensor:

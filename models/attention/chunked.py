@@ -11,7 +11,7 @@ import math
 from torch import Tensor
 
 from ..registry import register_kernel
-from .base import GEMM_WORKSPACE, AttentionKernel, explicit_weights
+from .base import AttentionKernel, explicit_weights
 from .flash import FlashAttentionFn, flash_backward_bytes, flash_forward_bytes
 
 BLOCK_Q, BLOCK_K = 256, 512  # chosen by the measurement above
@@ -56,18 +56,15 @@ class ChunkedAttention(AttentionKernel):
         """Forward: one (B*H, bq, bk) tile, a block of scaled queries and one of accumulators,
         the output and the logsumexp. Forward+backward peaks in the backward: out and logsumexp
         (saved), dq, dk, dv, two tiles, a dQ block accumulator and a product buffer (see
-        `flash.py: flash_backward_bytes`). Plus the GEMM workspace.
+        `flash.py: flash_backward_bytes`). BLAS's workspace is left out (attention/base.py).
         """
         bq, bk = block_pair(block_size)
         if backward:
-            return (
-                max(
-                    flash_forward_bytes(b * h, t, s, dh, (bq, bk), causal, dtype_bytes),
-                    flash_backward_bytes(b * h, t, s, dh, (bq, bk), causal, dtype_bytes),
-                )
-                + GEMM_WORKSPACE
+            return max(
+                flash_forward_bytes(b * h, t, s, dh, (bq, bk), causal, dtype_bytes),
+                flash_backward_bytes(b * h, t, s, dh, (bq, bk), causal, dtype_bytes),
             )
-        return flash_forward_bytes(b * h, t, s, dh, (bq, bk), causal, dtype_bytes) + GEMM_WORKSPACE
+        return flash_forward_bytes(b * h, t, s, dh, (bq, bk), causal, dtype_bytes)
 
     def forward(
         self,

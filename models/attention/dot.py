@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ..registry import register_kernel
-from .base import GEMM_WORKSPACE, AttentionKernel, combine_masks, masked_softmax
+from .base import AttentionKernel, combine_masks, masked_softmax
 
 
 @register_kernel("dot")
@@ -43,18 +43,15 @@ class DotAttention(AttentionKernel):
         Forward: the scores and the weights (2 P), then the output; causal adds the masked
         copy (P) and two (T, S) bool masks. Forward+backward: the weights kept for backward,
         their gradient and the scores' gradient at once (3 P), with out, dq, dk, dv.
-        Plus the GEMM workspace. Fresh-process MiB (fp32, B*N = 4096, H=4, Dh=64), measured
-        under glibc defaults / with freed memory returned / predicted:
-            N=256   fwd  40.2 /  40.2 /  40.0   fwd+bwd  75.9 /  60.2 /  68.0
-            N=1024  fwd 137.8 / 137.8 / 136.0   fwd+bwd 204.7 / 204.7 / 212.0
-            N=4096  fwd 523.3 / 523.2 / 520.0   fwd+bwd 782.2 / 782.0 / 788.0
+        BLAS's workspace is left out (attention/base.py). Measured against it:
+        `results/tables/kernel_memory_<device>.md` (`make bench`).
         """
         e = dtype_bytes
         p, x, kv = b * h * t * s * e, b * h * t * dh * e, b * h * s * dh * e
         masks = p + 2 * t * s if causal else 0
         if backward:
-            return 3 * p + masks + 2 * x + 2 * kv + GEMM_WORKSPACE
-        return max(2 * p + masks, 2 * p + x) + GEMM_WORKSPACE
+            return 3 * p + masks + 2 * x + 2 * kv
+        return max(2 * p + masks, 2 * p + x)
 
     def forward(
         self,

@@ -163,21 +163,15 @@ class FlexAttention(AttentionKernel):
         backward: bool,
         dtype_bytes: int = 4,
     ) -> int:
-        """For a call after `warm_up` on the same shapes (compilation excluded, GEMM workspace
-        already allocated). Forward: the output; the compiled kernel's per-thread buffers are
-        negligible. Forward+backward (CPU): the FA-2 backward of `flash.py` with chunked's
-        default tiles, after its logsumexp pass (whose buffers are freed first).
+        """For a call after `warm_up` on the same shapes (compilation excluded; BLAS's workspace
+        left out, attention/base.py). Forward: the output; the compiled kernel's per-thread
+        buffers are negligible. Forward+backward (CPU): the FA-2 backward of `flash.py` with
+        chunked's default tiles, after its logsumexp pass (whose buffers are freed first).
 
-        glibc keeps the warm-up's freed blocks and serves the measured call from them (N=256
-        fwd+bwd: 24 MiB measured against 60 fresh), so measure after `malloc_trim(0)` (or with
-        freed memory returned). Fresh-process MiB (fp32, B*N = 4096 up to N=4096, B=1 above,
-        H=4, Dh=64), measured with glibc defaults + malloc_trim(0) / with freed memory returned
-        / predicted:
-            N=256    fwd  4.2 /  4.2 /  4.0   fwd+bwd 60.6 / 56.0 / 64.1
-            N=1024   fwd  4.2 /  4.0 /  4.0   fwd+bwd 38.6 / 36.0 / 37.1
-            N=4096   fwd  4.2 /  4.2 /  4.0   fwd+bwd 21.6 / 20.8 / 21.4
-            N=8192   fwd  8.2 /  8.1 /  8.0   fwd+bwd 37.6 / 37.2 / 37.5
-            N=16384  fwd 16.2 / 16.0 / 16.0   fwd+bwd 69.7 / 69.4 / 69.8
+        glibc keeps the warm-up's freed blocks and would serve the measured call from them (N=256
+        fwd+bwd: 24 MiB measured against 60 fresh), so the measurement runs `malloc_trim(0)`
+        first (benchmarks/timing/memory.py). Measured against it:
+        `results/tables/kernel_memory_<device>.md` (`make bench`).
         """
         n, block = b * h, (BLOCK_Q, BLOCK_K)
         if backward:

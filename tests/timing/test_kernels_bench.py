@@ -7,6 +7,7 @@ once with `--benchmark-disable --profile quick`, so it cannot rot between benchm
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import re
 import subprocess
@@ -32,7 +33,7 @@ from benchmarks.timing.cases import (
     skip_reason,
     unavailable_reason,
 )
-from benchmarks.timing.memory import CSV_COLUMNS, measure_memory
+from benchmarks.timing.memory import CSV_COLUMNS, measure_memory, return_freed_memory
 from models.attention.flex import FlexAttention
 from models.errors import ConfigError
 from models.registry import kernel_class, list_kernels
@@ -160,6 +161,21 @@ def test_measure_memory_dot_exceeds_chunked_in_fresh_processes(tmp_path) -> None
     write_csv(path, rows, CSV_COLUMNS)
     with path.open() as f:
         assert tuple(next(csv.reader(f))) == CSV_COLUMNS
+
+
+def test_freed_heap_memory_is_returned_before_a_measurement() -> None:
+    """What a warm-up frees must not serve the measured call unseen: freed heap blocks below a
+    live one (so glibc cannot trim them as the heap's top) leave the resident set on trimming."""
+    if devices.allocator() != "glibc":
+        pytest.skip(f"allocator {devices.allocator()}: no malloc_trim")
+    blocks = [torch.ones(16 * 1024) for _ in range(1024)]  # 1024 x 64 KiB: heap, not mmap
+    fence = torch.ones(16 * 1024)  # allocated after them: the freed blocks are not the top
+    del blocks
+    gc.collect()
+    before = devices.current_memory(CPU)
+    return_freed_memory()
+    assert before - devices.current_memory(CPU) > 32 * 2**20
+    del fence
 
 
 def test_synchronize_cpu_is_a_noop_that_never_touches_cuda(monkeypatch) -> None:
