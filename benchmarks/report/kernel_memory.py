@@ -41,8 +41,8 @@ def memory_section(rep: Report, mem: pd.DataFrame, dev: str) -> None:
         return
     where = "the allocator's peak" if dev == "cuda" else "VmHWM in a fresh process"
     where += (
-        ", after a warm-up call and one 1024-square GEMM (BLAS's workspace is the process's, not "
-        "the call's)" + ("" if dev == "cuda" else ", with glibc's freed blocks trimmed first")
+        ", after a warm-up call and one small GEMM (BLAS's workspace is the process's, not the "
+        "call's)" + ("" if dev == "cuda" else ", with glibc's freed blocks trimmed first")
     )
     base = default_regime(ok)
     at = base.loc[base.groupby(["mode", "kernel"])["n"].idxmax()]

@@ -57,16 +57,20 @@ RETURNED_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"
 RETURNED = "returned"  # the allocator column's suffix for that regime: "glibc-returned"
 
 
-WARM_GEMM = 1024  # a square GEMM this large allocates BLAS's workspace on every CPU measured
+# (M, K) of the warm-up GEMM's operands: each under 128 KiB in fp32, glibc's initial mmap
+# threshold. Freeing a larger (mmapped) block raises glibc's threshold to its size, after which
+# the measured call's blocks up to that size come from the heap (measured: sdpa forward+backward
+# at N=1024 then peaked at 31.4 MiB instead of 22.1, after a 1024-square warm-up GEMM).
+WARM_GEMM = (120, 256)
 
 
 def warm_blas(device: torch.device, dtype: torch.dtype) -> None:
-    """One square GEMM, so that BLAS's per-process workspace exists before the baseline is read:
-    MKL allocates 2.5-4.4 MiB on the first matmul that is large enough, and what is large enough
-    depends on the CPU (measured: any size on one machine, only large ones on another, which
-    moved every measured peak by 4 MiB). The memory models leave it out, like the thread pool."""
-    a = torch.ones(WARM_GEMM, WARM_GEMM, device=device, dtype=dtype)
-    torch.mm(a, a)
+    """One GEMM, so that BLAS's per-process workspace exists before the baseline is read: MKL
+    allocates 2.5-4.4 MiB on the first matmul that is large enough, and what is large enough
+    depends on the CPU (measured: any size on one machine, which moved every measured peak by
+    4 MiB against another). The memory models leave it out, like the thread pool."""
+    a = torch.ones(WARM_GEMM, device=device, dtype=dtype)  # (M, K)
+    torch.mm(a, a.t().contiguous())  # (M, M)
 
 
 def return_freed_memory() -> None:
