@@ -217,7 +217,7 @@ def test_ctrl_c_ends_a_sweep_in_one_line_and_stops_its_workers(tmp_path):
         _kill_all(seen)
     total = len(quality_cells(QUICK))
     line = r"interrupted: (\d+) of (\d+) cells done; rerun the same command to resume"
-    assert re.fullmatch(line, err.strip()), err
+    assert re.fullmatch(line, err.strip()), f"exit {driver.returncode}, stderr {err!r}"
     assert int(re.fullmatch(line, err.strip()).group(2)) == total
     assert driver.returncode == 130
     assert not left, f"alive after Ctrl-C: {left}"
