@@ -202,9 +202,12 @@ def test_ctrl_c_ends_a_sweep_in_one_line_and_stops_its_workers(tmp_path):
 
     argv = [sys.executable, "-m", "benchmarks", "quality", "--profile", "quick", "--workers", "2"]
     argv += ["--results", str(tmp_path / "results")]
+    # SIGINT's default action, as in a terminal's foreground job: started as a background job
+    # of a non-interactive shell, pytest ignores SIGINT, and so would the driver (inherited).
     driver = subprocess.Popen(
         argv, cwd=REPO, env=_env(), start_new_session=True, text=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     seen: dict[int, str] = {}
     try:
