@@ -4,8 +4,9 @@ CPU: one case per freshly forked process (VmHWM above the memory held once the i
 because an allocator's cached pages make in-process numbers meaningless; the forks come from a
 clean worker interpreter (`python -m benchmarks.timing.memory --measure-worker`, internal) that
 imported torch and ran nothing else. Before the measured call a child runs a small call of the
-same kernel (thread pool, BLAS buffers), or, for a kernel that compiles per shape, its `warm_up`
-on the case's own inputs (the compiler's memory is not the kernel's). glibc keeps freed blocks
+same kernel (thread pool, small buffers), or, for a kernel that compiles per shape, its `warm_up`
+on the case's own inputs (the compiler's memory is not the kernel's), then one small GEMM (BLAS's
+workspace), then trims glibc's freed heap (`malloc_trim(0)`). glibc keeps freed blocks
 below its (adaptive) mmap threshold for reuse, so the CPU rows come in two allocator regimes:
 glibc's defaults, and, at `profile.returned_ns`, with every freed block returned to the OS
 (RETURNED_ENV in the worker's environment). CUDA: the caching allocator's own peak counter.
