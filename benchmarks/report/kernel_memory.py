@@ -39,10 +39,14 @@ def memory_section(rep: Report, mem: pd.DataFrame, dev: str) -> None:
     if ok.empty:
         rep.say(f"No kernel memory measurement succeeded on {dev}.")
         return
-    where = "the allocator's peak" if dev == "cuda" else "VmHWM in a fresh process"
-    where += (
+    warmed = (
         ", after a warm-up call and one small GEMM (BLAS's workspace is the process's, not the "
-        "call's)" + ("" if dev == "cuda" else ", with glibc's freed blocks trimmed first")
+        "call's)"
+    )
+    where = (
+        f"the allocator's peak{warmed}"
+        if dev == "cuda"
+        else f"VmHWM in a fresh process{warmed}, with glibc's freed blocks trimmed first"
     )
     base = default_regime(ok)
     at = base.loc[base.groupby(["mode", "kernel"])["n"].idxmax()]

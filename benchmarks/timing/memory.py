@@ -71,7 +71,7 @@ def warm_blas(device: torch.device, dtype: torch.dtype) -> None:
     depends on the CPU (measured: any size on one machine, which moved every measured peak by
     4 MiB against another). The memory models leave it out, like the thread pool."""
     a = torch.ones(WARM_GEMM, device=device, dtype=dtype)  # (M, K)
-    torch.mm(a, a.t().contiguous())  # (M, M)
+    torch.mm(a, a.t())  # (M, M)
 
 
 def return_freed_memory() -> None:
