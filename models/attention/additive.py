@@ -19,19 +19,30 @@ from .base import AttentionKernel, masked_softmax
 
 NEG_INF = float("-inf")
 # tanh-input elements per query block (16 MiB in fp32). Measured on the 2-core CPU (1 thread,
-# fp32, N=1024, B=4, H=4, Dh=A=64, so 4 rows per block here), seconds by rows per block:
-#   rows        1     2     4     8    16    32
-#   fwd       2.83  2.77  2.73  3.57  5.72  5.79
-#   fwd+bwd   12.8  11.0  10.1  10.1  12.1  18.2
-# Larger blocks fall out of cache; smaller ones pay per-block overhead.
+# fp32, H=4, Dh=A=64, median of 3 calls of `AdditiveAttention(block_size=rows)`), seconds:
+#   rows per block          1      2      4      8     16
+#   N=1024, B=4  fwd      0.82   0.80   0.72   0.71   0.74
+#                fwd+bwd  2.93   2.80   2.62   2.52   2.47
+#   N=256, B=16  fwd      0.20   0.18   0.18
+#                fwd+bwd  0.73   0.67   0.64
+# Smaller blocks pay per-block overhead; past 4 rows (here 2**22 elements) the gain is <= 6 %
+# for a buffer 2-4x larger. At N=256 the half-a-score-matrix cap below picks 2 rows (+5 %).
 BLOCK_ELEMENTS = 2**22
 
 
-def rows_per_block(lead: int, s: int, a: int, block_size: int | None) -> int:
-    """Queries per block: `block_size`, or as many as keep lead*rows*S*A <= BLOCK_ELEMENTS."""
+def rows_per_block(lead: int, t: int, s: int, a: int, block_size: int | None) -> int:
+    """Queries per block: `block_size`, or as many as keep lead*rows*S*A <= BLOCK_ELEMENTS and
+    the block at most half a (lead, T, S) score matrix (rows*A <= T/2).
+
+    The half keeps the transient a minor term beside the score matrices the kernel holds anyway,
+    and lets the block buffer reuse the heap hole a freed score matrix leaves: under glibc a
+    buffer of exactly a score matrix's size cannot (64-byte-aligned allocations need a little
+    more than the freed block), so at N=256, B=16 (rows*A = T) forward+backward read 82 MiB
+    with glibc's defaults against 64 MiB with freed memory returned; with the half, 64.5 MiB.
+    """
     if block_size is not None:
         return block_size
-    return max(1, BLOCK_ELEMENTS // max(1, lead * s * a))
+    return max(1, min(BLOCK_ELEMENTS // max(1, lead * s * a), t // (2 * a)))
 
 
 def _above_diagonal(r: int, c: int, i0: int, device: torch.device) -> Tensor:
@@ -72,19 +83,24 @@ class _AdditiveScoresFn(torch.autograd.Function):
         dq = q.new_zeros(*lead, t, a)  # (..., T, A) summed to q's shape at the end
         dk = k.new_zeros(*lead, s, a)  # (..., S, A)
         dw = torch.zeros_like(w)  # (A,)
-        buf = q.new_empty(lead.numel() * min(ctx.rows, t) * s * a)
+        n = lead.numel()
+        buf = q.new_empty(n * min(ctx.rows, t) * s * a)
+        ones = q.new_ones(1, 1, ctx.rows).expand(n, 1, ctx.rows)  # (n, 1, rows): sums the rows
         for i0 in range(0, t, ctx.rows):
             i1 = min(i0 + ctx.rows, t)
             stop = min(s, i1) if ctx.causal else s
             gb = g[..., i0:i1, :stop]  # (..., r, stop)
             if ctx.causal:  # masked scores are constants: no gradient flows through them
                 gb = gb.masked_fill(_above_diagonal(i1 - i0, stop, i0, q.device), 0.0)
-            hid = buf[: lead.numel() * (i1 - i0) * stop * a].view(*lead, i1 - i0, stop, a)
+            hid = buf[: n * (i1 - i0) * stop * a].view(*lead, i1 - i0, stop, a)
             torch.add(q[..., i0:i1, None, :], k[..., None, :stop, :], out=hid).tanh_()
             dw += torch.matmul(gb.unsqueeze(-2), hid).sum_to_size(1, a).view(a)  # sum g * tanh
             hid.square_().neg_().add_(1.0).mul_(gb.unsqueeze(-1)).mul_(w)  # d hidden (..,r,stop,A)
             dq[..., i0:i1, :] += hid.sum(dim=-2)  # (..., r, A)
-            dk[..., :stop, :] += hid.sum(dim=-3)  # (..., stop, A)
+            # dk[..., :stop, :] += hid.sum(dim=-3) as one batched GEMV into dk: no (.., S, A)
+            # temporary per block (measured: 0.40 against 1.06 ms per block at N=256, rows=2)
+            dk_rows = dk[..., :stop, :].view(n, 1, stop * a)  # (n, 1, stop*A), a view of dk
+            dk_rows.baddbmm_(ones[..., : i1 - i0], hid.view(n, i1 - i0, stop * a))
         return dq.sum_to_size(q.shape), dk.sum_to_size(k.shape), dw, None, None
 
 
@@ -104,7 +120,7 @@ def additive_scores(
     if block_size is not None and block_size < 1:
         raise ValueError(f"block_size must be >= 1 or None; got {block_size}")
     lead = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2]).numel()
-    rows = rows_per_block(lead, k.shape[-2], w.shape[0], block_size)
+    rows = rows_per_block(lead, q.shape[-2], k.shape[-2], w.shape[0], block_size)
     return _AdditiveScoresFn.apply(q, k, w, causal, rows)
 
 
@@ -158,19 +174,18 @@ class AdditiveAttention(AttentionKernel):
         hid one query block's tanh input (B,H,rows,S,A). Phases (BLAS's workspace left out):
         blocked scores (qp, kp, P, hid); softmax (2 P); with backward also the softmax
         backward (weights, their gradient and the scores' gradient: 3 P, with out and dv) and
-        the blocked backward (P, qp, kp, dqp, dkp, hid, one (B,H,S,A) sum, out, dv).
+        the blocked backward (P, qp, kp, dqp, dkp, hid, out, dv).
         Measured against it: `results/tables/kernel_memory_<device>.md` (`make bench`).
-        glibc keeps up to 17 MiB of freed blocks at small N.
         """
         e, n = dtype_bytes, b * h
         a = head_dim if attn_dim is None else attn_dim
-        rows = min(t, rows_per_block(n, s, a, block_size))
+        rows = min(t, rows_per_block(n, t, s, a, block_size))
         p, qp, kp = n * t * s * e, n * t * a * e, n * s * a * e
         hid, x, kv = n * rows * s * (a + 1) * e, n * t * dh * e, n * s * dh * e
         scores = qp + kp + p + hid
         if backward:
             softmax_bwd = 3 * p + qp + kp + x + kv
-            blocked_bwd = p + 2 * qp + 3 * kp + hid + x + kv
+            blocked_bwd = p + 2 * qp + 2 * kp + hid + x + kv
             return max(scores, 2 * p + qp + kp, softmax_bwd, blocked_bwd)
         return max(scores, 2 * p, p + x)
 

@@ -22,6 +22,7 @@ from models.attention import (
     masked_softmax,
 )
 from models.attention import flex as flex_module
+from models.attention.additive import BLOCK_ELEMENTS, rows_per_block
 from models.errors import ConfigError
 from models.registry import kernel_class
 
@@ -180,6 +181,25 @@ def test_additive_scores_gradcheck(causal: bool) -> None:
         return e.masked_fill(torch.isneginf(e), 0.0)  # gradcheck needs finite outputs
 
     assert torch.autograd.gradcheck(scores, (q, k, w))
+
+
+def test_additive_scores_gradcheck_without_leading_dims() -> None:
+    """q (T, A), k (S, A): the backward's batched key-gradient GEMV sees one batch row."""
+    g = torch.Generator().manual_seed(1)
+    q, k = (torch.randn(n, 3, generator=g, dtype=torch.float64, requires_grad=True) for n in (5, 4))
+    w = torch.randn(3, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *x: additive_scores(*x, block_size=2), (q, k, w))
+
+
+@pytest.mark.parametrize("t", [1, 64, 256, 1024, 4096])
+def test_additive_default_block_is_at_most_half_a_score_matrix(t: int) -> None:
+    """rows*A <= T/2 (one row at least): at N=256, B=16 a block buffer the size of a score
+    matrix could not reuse a freed score matrix's heap hole and read 18 MiB over its model."""
+    lead, a = 64, 64
+    rows = rows_per_block(lead, t, t, a, None)
+    assert rows == 1 or (lead * rows * t * a <= BLOCK_ELEMENTS and rows * a <= t // 2)
+    assert rows >= 1
+    assert rows_per_block(lead, t, t, a, 3) == 3  # an explicit block size is kept
 
 
 def test_additive_rejects_width_mismatch() -> None:
