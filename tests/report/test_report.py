@@ -444,15 +444,21 @@ def test_build_report_headline_rests_on_converged_cells_only(built) -> None:
     assert "target×2" in row
 
 
-def test_build_report_capped_cells_carry_no_claim(tmp_path: Path) -> None:
+def _report_with_one_capped_cell(tmp_path: Path, rnn_exact_match: float) -> str:
+    """Reverse at L=4, 8, two seeds each: rnn at `rnn_exact_match`, rnn_attn at 1.0 with its
+    L=8 seed 1 stopped by the step cap. Builds the report; returns its README."""
     raw = tmp_path / "raw"
     raw.mkdir()
-    rows = [_row("reverse", d, s, em, n) for d, em in (("rnn", 0.2), ("rnn_attn", 1.0))
+    rows = [_row("reverse", d, s, em, n) for d, em in (("rnn", rnn_exact_match), ("rnn_attn", 1.0))
             for n in (4, 8) for s in (0, 1)]  # fmt: skip
     rows[-1] |= {"stop_reason": "cap"}  # rnn_attn L=8 seed 1 ran out of steps
     _write_csv(raw / "quality_cpu.csv", rows)
     build_report(raw, tmp_path / "out")
-    readme = (tmp_path / "out" / "README.md").read_text()
+    return (tmp_path / "out" / "README.md").read_text()
+
+
+def test_build_report_capped_cells_carry_no_claim(tmp_path: Path) -> None:
+    readme = _report_with_one_capped_cell(tmp_path, 0.2)
     assert "hit the step cap (reverse L=8 rnn_attn;" in readme
     assert "rnn_attn L=4 (L=8 capped: not a result)" in readme
     assert "At L=4, the longest length where every cell converged" in readme
@@ -463,14 +469,7 @@ def test_build_report_capped_cells_carry_no_claim(tmp_path: Path) -> None:
 def test_build_report_marks_capped_cells_in_curves_and_tokens_to_95(tmp_path: Path) -> None:
     """A capped cell that reached 95 % stays in the tokens-to-95 table, marked by `stops`, but
     out of its plot's data and its sentence; the learning curves at that length name it."""
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    rows = [_row("reverse", d, s, em, n) for d, em in (("rnn", 0.96), ("rnn_attn", 1.0))
-            for n in (4, 8) for s in (0, 1)]  # fmt: skip
-    rows[-1] |= {"stop_reason": "cap"}  # rnn_attn L=8 seed 1 ran out of steps
-    _write_csv(raw / "quality_cpu.csv", rows)
-    build_report(raw, tmp_path / "out")
-    readme = (tmp_path / "out" / "README.md").read_text()
+    readme = _report_with_one_capped_cell(tmp_path, 0.96)
     assert "reverse L=8: the curves of rnn_attn (cap×1) end at the step cap." in readme
     table = tmp_path / "out" / "tables" / "tokens_to_95_cpu.md"
     assert "cap×1 target×1" in _line(table, "| reverse | rnn_attn | 8 |")
